@@ -1,0 +1,272 @@
+//! Errors of this crate.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka_ll as ll;
+
+/// A result whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A librdkafka or Kafka protocol error code (`rd_kafka_resp_err_t`).
+///
+/// It wraps the raw integer, so codes that librdkafka adds after this crate
+/// was written are kept as they are. Negative codes are librdkafka's own
+/// (their names start with `_`), positive ones come from the broker.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(i32);
+
+impl ErrorCode {
+    /// The local queue of messages to send is full (`_QUEUE_FULL`).
+    pub const QUEUE_FULL: Self = Self(ll::RD_KAFKA_RESP_ERR__QUEUE_FULL);
+    /// A message exceeds `message.max.bytes` (`MSG_SIZE_TOO_LARGE`).
+    pub const MESSAGE_SIZE_TOO_LARGE: Self = Self(ll::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    /// The message was not delivered within `message.timeout.ms` (`_MSG_TIMED_OUT`).
+    pub const MESSAGE_TIMED_OUT: Self = Self(ll::RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    /// The message was purged from the local queue (`_PURGE_QUEUE`).
+    pub const PURGE_QUEUE: Self = Self(ll::RD_KAFKA_RESP_ERR__PURGE_QUEUE);
+    /// The message was purged while in flight (`_PURGE_INFLIGHT`).
+    pub const PURGE_INFLIGHT: Self = Self(ll::RD_KAFKA_RESP_ERR__PURGE_INFLIGHT);
+    /// There were no offsets to commit (`_NO_OFFSET`).
+    pub const NO_OFFSET: Self = Self(ll::RD_KAFKA_RESP_ERR__NO_OFFSET);
+    /// The end of a partition was reached (`_PARTITION_EOF`).
+    pub const PARTITION_EOF: Self = Self(ll::RD_KAFKA_RESP_ERR__PARTITION_EOF);
+    /// The topic is not known to the cluster (`UNKNOWN_TOPIC_OR_PART`).
+    pub const UNKNOWN_TOPIC_OR_PARTITION: Self = Self(ll::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+    /// The partition is not known to the cluster (`_UNKNOWN_PARTITION`).
+    pub const UNKNOWN_PARTITION: Self = Self(ll::RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION);
+    /// The topic already exists (`TOPIC_ALREADY_EXISTS`).
+    pub const TOPIC_ALREADY_EXISTS: Self = Self(ll::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
+    /// A local operation timed out (`_TIMED_OUT`).
+    pub const TIMED_OUT: Self = Self(ll::RD_KAFKA_RESP_ERR__TIMED_OUT);
+
+    /// Wraps a raw `rd_kafka_resp_err_t` value.
+    pub const fn from_raw(code: i32) -> Self {
+        Self(code)
+    }
+
+    /// The raw `rd_kafka_resp_err_t` value.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The code's librdkafka name without the `RD_KAFKA_RESP_ERR_` prefix,
+    /// such as `_QUEUE_FULL` or `UNKNOWN_TOPIC_OR_PART`.
+    pub fn name(self) -> &'static str {
+        // SAFETY: rd_kafka_err2name accepts any code and returns a static
+        // NUL-terminated string (librdkafka formats unknown codes into a
+        // static buffer it never frees).
+        let name = unsafe { CStr::from_ptr(ll::rd_kafka_err2name(self.0)) };
+        name.to_str().unwrap_or("?")
+    }
+
+    /// librdkafka's human-readable description of the code.
+    pub fn description(self) -> &'static str {
+        // SAFETY: as for rd_kafka_err2name, the string is static.
+        let text = unsafe { CStr::from_ptr(ll::rd_kafka_err2str(self.0)) };
+        text.to_str().unwrap_or("?")
+    }
+
+    /// Whether this is the absence of an error (`NO_ERROR`).
+    pub const fn is_ok(self) -> bool {
+        self.0 == ll::RD_KAFKA_RESP_ERR_NO_ERROR
+    }
+}
+
+impl fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.0)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An error reported by librdkafka or the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaError {
+    /// The error code.
+    pub code: ErrorCode,
+    /// The message: librdkafka's text for this occurrence where it gives
+    /// one, else the description of the code.
+    pub message: String,
+    /// Whether the client is unusable after this error.
+    pub fatal: bool,
+    /// Whether the same operation may succeed if retried.
+    pub retriable: bool,
+}
+
+impl KafkaError {
+    /// An error with the code's own description as its message.
+    pub fn from_code(code: ErrorCode) -> Self {
+        Self {
+            code,
+            message: code.description().to_owned(),
+            fatal: false,
+            retriable: false,
+        }
+    }
+
+    /// An error with its own message.
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::from_code(code)
+        }
+    }
+}
+
+impl fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)?;
+        if self.fatal {
+            f.write_str(" [fatal]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+/// The errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration property was rejected.
+    #[error("invalid configuration property {key}={value}: {reason}")]
+    Config {
+        /// The property name.
+        key: String,
+        /// The value, or `[hidden]` for secrets such as `sasl.password`.
+        value: String,
+        /// Why it was rejected, in librdkafka's words where it gave some.
+        reason: String,
+    },
+
+    /// librdkafka failed to create a client from a configuration.
+    #[error("failed to create the Kafka {kind}: {reason}")]
+    ClientCreation {
+        /// `producer` or `consumer`.
+        kind: &'static str,
+        /// librdkafka's message.
+        reason: String,
+    },
+
+    /// An argument cannot be passed to librdkafka.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidArgument {
+        /// The kind of argument, such as `topic name`.
+        what: &'static str,
+        /// The argument, lossily converted to text.
+        value: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+
+    /// librdkafka or the broker reported an error.
+    #[error("{operation} failed: {error}")]
+    Kafka {
+        /// What the caller was doing, such as `send` or `commit`.
+        operation: &'static str,
+        /// The error.
+        #[source]
+        error: KafkaError,
+    },
+
+    /// An operation did not finish within its timeout.
+    #[error("timed out after {timeout:?} waiting for {operation}")]
+    TimedOut {
+        /// What was waited for.
+        operation: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+
+    /// The client was closed before the operation finished.
+    #[error("{operation} did not finish: the client was closed")]
+    Closed {
+        /// The operation that was interrupted.
+        operation: &'static str,
+    },
+}
+
+impl Error {
+    /// The librdkafka error code, for errors that have one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Kafka { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn kafka(operation: &'static str, code: i32) -> Self {
+        Error::Kafka {
+            operation,
+            error: KafkaError::from_code(ErrorCode(code)),
+        }
+    }
+}
+
+/// Converts an owned `rd_kafka_error_t` into a [`KafkaError`] and destroys it.
+///
+/// # Safety
+///
+/// `error` must be a valid `rd_kafka_error_t` that the caller owns; it is
+/// destroyed here and must not be used afterwards.
+pub(crate) unsafe fn take_rd_kafka_error(error: *mut ll::rd_kafka_error_t) -> KafkaError {
+    // SAFETY: the caller passes a valid, owned error object; the string it
+    // returns lives until rd_kafka_error_destroy below.
+    let result = unsafe {
+        KafkaError {
+            code: ErrorCode(ll::rd_kafka_error_code(error)),
+            message: CStr::from_ptr(ll::rd_kafka_error_string(error))
+                .to_string_lossy()
+                .into_owned(),
+            fatal: ll::rd_kafka_error_is_fatal(error) != 0,
+            retriable: ll::rd_kafka_error_is_retriable(error) != 0,
+        }
+    };
+
+    // SAFETY: the caller owns the error and does not use it again.
+    unsafe { ll::rd_kafka_error_destroy(error) };
+    result
+}
+
+/// Converts a duration into librdkafka's millisecond timeout, saturating at
+/// `i32::MAX` so that a huge duration never wraps into a negative value,
+/// which librdkafka reads as "wait forever".
+pub(crate) fn timeout_ms(timeout: Duration) -> i32 {
+    timeout.as_millis().min(i32::MAX as u128) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_names_come_from_librdkafka() {
+        assert_eq!(ErrorCode::QUEUE_FULL.name(), "_QUEUE_FULL");
+        assert_eq!(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.name(), "UNKNOWN_TOPIC_OR_PART");
+        assert_eq!(ErrorCode::from_raw(0).name(), "NO_ERROR");
+    }
+
+    #[test]
+    fn unknown_error_code_keeps_raw_value() {
+        let code = ErrorCode::from_raw(-12345);
+
+        assert_eq!(code.raw(), -12345);
+        assert!(!code.name().is_empty());
+        assert!(!code.is_ok());
+    }
+
+    #[test]
+    fn timeout_ms_saturates_instead_of_wrapping() {
+        assert_eq!(timeout_ms(Duration::ZERO), 0);
+        assert_eq!(timeout_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(timeout_ms(Duration::MAX), i32::MAX);
+    }
+}

@@ -1,0 +1,142 @@
+//! The background thread that drains a client's librdkafka event queue.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, ThreadId};
+
+use rdkafka_ll as ll;
+
+use crate::native::{NativeEvent, NativeQueue};
+
+/// How long one poll of the queue blocks, in milliseconds. Shutdown wakes
+/// the thread at once through `rd_kafka_queue_yield`, so this only bounds
+/// how long a missed wake-up could delay it.
+const POLL_INTERVAL_MS: i32 = 1000;
+
+/// A thread that polls one queue and passes each event to a handler.
+pub(crate) struct EventThread {
+    queue: Arc<NativeQueue>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    thread_id: ThreadId,
+}
+
+impl EventThread {
+    /// Starts the thread. `handler` runs on it for every event; a panic in
+    /// it is caught and logged, and the thread goes on with the next event.
+    pub(crate) fn spawn(
+        name: &str,
+        queue: Arc<NativeQueue>,
+        mut handler: impl FnMut(NativeEvent) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let queue = Arc::clone(&queue);
+            let stopping = Arc::clone(&stopping);
+            thread::Builder::new().name(name.to_owned()).spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    let Some(event) = queue.poll(POLL_INTERVAL_MS) else {
+                        continue;
+                    };
+                    if catch_unwind(AssertUnwindSafe(|| handler(event))).is_err() {
+                        log::error!("a panic in the Kafka event handler was caught; the event was dropped");
+                    }
+                }
+            })?
+        };
+
+        Ok(Self {
+            queue,
+            stopping,
+            thread_id: thread.thread().id(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it to finish its current event.
+    ///
+    /// Called on the event thread itself (a client dropped from a waker),
+    /// it only asks the thread to stop, because joining would wait forever.
+    pub(crate) fn stop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        self.queue.wake();
+
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if thread::current().id() == self.thread_id {
+            return;
+        }
+        if thread.join().is_err() {
+            log::error!("the Kafka event thread panicked");
+        }
+    }
+}
+
+impl Drop for EventThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Handles the events every client receives: logs and errors. Returns the
+/// event back when it is of another type.
+pub(crate) fn handle_common_event(event: NativeEvent) -> Option<NativeEvent> {
+    match event.event_type() {
+        ll::RD_KAFKA_EVENT_LOG => {
+            forward_log(&event);
+            None
+        }
+        ll::RD_KAFKA_EVENT_ERROR => {
+            log_error_event(&event);
+            None
+        }
+        _ => Some(event),
+    }
+}
+
+/// Passes a librdkafka log line to the `log` crate, target `librdkafka`.
+fn forward_log(event: &NativeEvent) {
+    let mut facility: *const c_char = ptr::null();
+    let mut text: *const c_char = ptr::null();
+    let mut level: c_int = 0;
+
+    // SAFETY: the event is a valid LOG event; the out-pointers are valid.
+    let result = unsafe { ll::rd_kafka_event_log(event.as_ptr(), &mut facility, &mut text, &mut level) };
+    if result != 0 || text.is_null() {
+        return;
+    }
+
+    // SAFETY: on success both strings are NUL-terminated and live as long
+    // as the event.
+    let (facility, text) = unsafe {
+        (
+            CStr::from_ptr(facility).to_string_lossy(),
+            CStr::from_ptr(text).to_string_lossy(),
+        )
+    };
+    // librdkafka uses syslog levels: 0 to 3 are errors, 4 a warning,
+    // 5 and 6 notices and information, 7 debug.
+    let level = match level {
+        0..=3 => log::Level::Error,
+        4 => log::Level::Warn,
+        5 | 6 => log::Level::Info,
+        _ => log::Level::Debug,
+    };
+    log::log!(target: "librdkafka", level, "{facility}: {text}");
+}
+
+fn log_error_event(event: &NativeEvent) {
+    let code = crate::ErrorCode::from_raw(event.error_code());
+    // SAFETY: the event is a valid ERROR event.
+    let fatal = unsafe { ll::rd_kafka_event_error_is_fatal(event.as_ptr()) } != 0;
+
+    if fatal {
+        log::error!(target: "librdkafka", "fatal client error {code}: {}", event.error_string());
+    } else {
+        log::warn!(target: "librdkafka", "client error {code}: {}", event.error_string());
+    }
+}

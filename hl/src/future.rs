@@ -1,0 +1,94 @@
+//! Handles on results that the event thread delivers later.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::completion::{Completion, CompletionFuture};
+use crate::error::{Error, Result};
+use crate::message::Timestamp;
+use crate::partitions::TopicPartitionOffset;
+
+/// Where a message was stored: the result of a successful send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: String,
+    /// The partition the message was written to.
+    pub partition: i32,
+    /// The message's offset in that partition.
+    pub offset: i64,
+    /// The message timestamp.
+    pub timestamp: Timestamp,
+}
+
+/// The pending result of [`Producer::send`](crate::Producer::send).
+pub type DeliveryFuture = KafkaFuture<Delivery>;
+
+/// The pending result of a commit: the committed offsets.
+pub type CommitFuture = KafkaFuture<Vec<TopicPartitionOffset>>;
+
+pub(crate) type Slot<T> = Arc<Completion<Result<T>>>;
+
+/// The pending result of an operation that librdkafka completes in the
+/// background, such as a delivery or a commit.
+///
+/// The client's event thread resolves it exactly once: with the result,
+/// with an error when the operation fails, or with [`Error::Closed`] when
+/// the client is dropped first. It never stays pending forever. Wait on it
+/// with [`wait`](Self::wait) or [`wait_timeout`](Self::wait_timeout), check
+/// it with [`is_ready`](Self::is_ready), or `.await` it on any executor.
+///
+/// Dropping it does not cancel the operation.
+#[must_use = "dropping the future ignores whether the operation succeeded"]
+pub struct KafkaFuture<T> {
+    slot: Slot<T>,
+    operation: &'static str,
+}
+
+impl<T> KafkaFuture<T> {
+    pub(crate) fn new(slot: Slot<T>, operation: &'static str) -> Self {
+        Self { slot, operation }
+    }
+
+    /// Blocks until the result arrives.
+    pub fn wait(self) -> Result<T> {
+        let operation = self.operation;
+        self.slot
+            .wait(None)
+            .unwrap_or(Err(Error::Closed { operation }))
+    }
+
+    /// Blocks until the result arrives, or returns [`Error::TimedOut`] after
+    /// `timeout`. The operation may still complete after a timeout.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T> {
+        let operation = self.operation;
+        self.slot
+            .wait(Some(timeout))
+            .unwrap_or(Err(Error::TimedOut { operation, timeout }))
+    }
+
+    /// Whether the result has arrived, without blocking.
+    pub fn is_ready(&self) -> bool {
+        self.slot.is_ready()
+    }
+}
+
+impl<T> Future for KafkaFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut CompletionFuture(&self.slot)).poll(context)
+    }
+}
+
+impl<T> std::fmt::Debug for KafkaFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaFuture")
+            .field("operation", &self.operation)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}

@@ -1,0 +1,73 @@
+//! A safe, idiomatic Apache Kafka client over librdkafka.
+//!
+//! Each client pairs a librdkafka event queue with a table of pending
+//! completions and drains the queue on a background thread. Sends and
+//! commits return a [`KafkaFuture`] that this thread resolves, exactly once,
+//! when librdkafka reports the result; it can be waited on with a timeout
+//! or awaited on any executor.
+//!
+//! # Example
+//!
+//! A round trip through librdkafka's built-in mock cluster:
+//!
+//! ```
+//! use std::time::Duration;
+//! use rdkafka_hl::{Config, Consumer, MockCluster, Producer, Record};
+//!
+//! let cluster = MockCluster::new(1)?;
+//! let servers = cluster.bootstrap_servers();
+//!
+//! let producer = Producer::new(Config::new().set("bootstrap.servers", &servers)?)?;
+//! let delivery = producer
+//!     .send(Record::to("greetings").key("id-1").value("hello").header("lang", "en"))?
+//!     .wait_timeout(Duration::from_secs(10))?;
+//! assert_eq!(delivery.offset, 0);
+//!
+//! let consumer = Consumer::new(
+//!     Config::new()
+//!         .set("bootstrap.servers", &servers)?
+//!         .set("group.id", "example")?
+//!         .set("auto.offset.reset", "earliest")?,
+//! )?;
+//! consumer.subscribe(&["greetings"])?;
+//! let message = loop {
+//!     if let Some(message) = consumer.poll(Duration::from_secs(1)) {
+//!         break message?;
+//!     }
+//! };
+//! assert_eq!(message.key(), Some(&b"id-1"[..]));
+//! assert_eq!(message.headers()[0].value.as_deref(), Some(&b"en"[..]));
+//! # Ok::<(), rdkafka_hl::Error>(())
+//! ```
+//!
+//! # Logging
+//!
+//! librdkafka's log lines go to the [`log`] crate with target `librdkafka`;
+//! client errors that librdkafka reports outside any operation are logged
+//! there too.
+
+mod admin;
+mod completion;
+mod config;
+mod consumer;
+mod error;
+mod event;
+mod future;
+mod message;
+mod mock;
+mod native;
+mod partitions;
+mod pending;
+mod producer;
+mod record;
+
+pub use admin::AdminClient;
+pub use config::Config;
+pub use consumer::{Consumer, DEFAULT_CONSUMER_CLOSE_TIMEOUT};
+pub use error::{Error, ErrorCode, KafkaError, Result};
+pub use future::{CommitFuture, Delivery, DeliveryFuture, KafkaFuture};
+pub use message::{Header, Message, OwnedMessage, Timestamp};
+pub use mock::MockCluster;
+pub use partitions::TopicPartitionOffset;
+pub use producer::{Producer, DEFAULT_CLOSE_TIMEOUT};
+pub use record::Record;

@@ -1,0 +1,239 @@
+//! Owners of librdkafka's handles. Each type here owns one C object and
+//! destroys it in `Drop`; nothing outside this module frees them.
+
+use std::ffi::{c_char, CStr};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use rdkafka_ll as ll;
+
+/// An owned `rd_kafka_conf_t`.
+pub(crate) struct NativeConf(NonNull<ll::rd_kafka_conf_t>);
+
+// SAFETY: a conf object is plain data owned by this value. librdkafka does
+// not share it with other threads until rd_kafka_new takes it, and `&self`
+// methods only read it.
+unsafe impl Send for NativeConf {}
+// SAFETY: as above; mutation goes through `&mut self`.
+unsafe impl Sync for NativeConf {}
+
+impl NativeConf {
+    pub(crate) fn new() -> Self {
+        // SAFETY: rd_kafka_conf_new has no preconditions.
+        let raw = unsafe { ll::rd_kafka_conf_new() };
+        Self(NonNull::new(raw).expect("rd_kafka_conf_new returned NULL"))
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_conf_t {
+        self.0.as_ptr()
+    }
+
+    /// Gives up ownership, for a C call that takes it on success.
+    pub(crate) fn into_raw(self) -> *mut ll::rd_kafka_conf_t {
+        let raw = self.0.as_ptr();
+        std::mem::forget(self);
+        raw
+    }
+
+    /// Takes ownership of a conf handed back by a failed C call.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a valid conf that nothing else owns.
+    pub(crate) unsafe fn from_raw(raw: *mut ll::rd_kafka_conf_t) -> Self {
+        Self(NonNull::new(raw).expect("conf pointer is NULL"))
+    }
+}
+
+impl Clone for NativeConf {
+    fn clone(&self) -> Self {
+        // SAFETY: self owns a valid conf; rd_kafka_conf_dup copies it.
+        let raw = unsafe { ll::rd_kafka_conf_dup(self.as_ptr()) };
+        Self(NonNull::new(raw).expect("rd_kafka_conf_dup returned NULL"))
+    }
+}
+
+impl Drop for NativeConf {
+    fn drop(&mut self) {
+        // SAFETY: self owns the conf, and no C call has taken it (into_raw
+        // forgets self).
+        unsafe { ll::rd_kafka_conf_destroy(self.as_ptr()) };
+    }
+}
+
+/// An owned `rd_kafka_t` client handle.
+pub(crate) struct NativeClient {
+    raw: NonNull<ll::rd_kafka_t>,
+    /// Flags for `rd_kafka_destroy_flags`.
+    destroy_flags: AtomicI32,
+}
+
+// SAFETY: librdkafka's client handle is thread-safe: all rd_kafka_* calls
+// on one rd_kafka_t may be made from any thread concurrently (librdkafka's
+// INTRODUCTION.md, "Threads and callbacks").
+unsafe impl Send for NativeClient {}
+// SAFETY: as above.
+unsafe impl Sync for NativeClient {}
+
+impl NativeClient {
+    /// Creates a client from `conf`. On failure librdkafka hands the conf
+    /// back, and it is destroyed here.
+    pub(crate) fn new(
+        kind: ll::rd_kafka_type_t,
+        conf: NativeConf,
+    ) -> Result<Self, String> {
+        let mut errstr = [0 as c_char; 512];
+        let conf = conf.into_raw();
+
+        // SAFETY: conf is a valid conf we own, and errstr is a writable
+        // buffer of the given size.
+        let raw = unsafe { ll::rd_kafka_new(kind, conf, errstr.as_mut_ptr(), errstr.len()) };
+
+        match NonNull::new(raw) {
+            Some(raw) => Ok(Self {
+                raw,
+                destroy_flags: AtomicI32::new(0),
+            }),
+            None => {
+                // SAFETY: rd_kafka_new failed, so it did not take the conf.
+                drop(unsafe { NativeConf::from_raw(conf) });
+                Err(c_buffer_to_string(&errstr))
+            }
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_t {
+        self.raw.as_ptr()
+    }
+
+    /// Makes destruction skip the consumer close, which would otherwise
+    /// block until the group is left.
+    pub(crate) fn skip_consumer_close_on_destroy(&self) {
+        self.destroy_flags
+            .fetch_or(ll::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE, Ordering::Relaxed);
+    }
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        let flags = self.destroy_flags.load(Ordering::Relaxed);
+        // SAFETY: self owns the handle. Queues and events of this client are
+        // owned by values declared to drop before it.
+        unsafe { ll::rd_kafka_destroy_flags(self.as_ptr(), flags) };
+    }
+}
+
+/// An owned `rd_kafka_queue_t` reference.
+pub(crate) struct NativeQueue(NonNull<ll::rd_kafka_queue_t>);
+
+// SAFETY: librdkafka's queues are protected by their own lock and may be
+// polled, forwarded and yielded from any thread.
+unsafe impl Send for NativeQueue {}
+// SAFETY: as above.
+unsafe impl Sync for NativeQueue {}
+
+impl NativeQueue {
+    /// Creates a new queue on `client`.
+    pub(crate) fn new(client: &NativeClient) -> Self {
+        // SAFETY: the client handle is valid.
+        let raw = unsafe { ll::rd_kafka_queue_new(client.as_ptr()) };
+        Self(NonNull::new(raw).expect("rd_kafka_queue_new returned NULL"))
+    }
+
+    /// Takes a reference to the client's main queue.
+    pub(crate) fn main(client: &NativeClient) -> Self {
+        // SAFETY: the client handle is valid.
+        let raw = unsafe { ll::rd_kafka_queue_get_main(client.as_ptr()) };
+        Self(NonNull::new(raw).expect("rd_kafka_queue_get_main returned NULL"))
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_queue_t {
+        self.0.as_ptr()
+    }
+
+    /// Waits up to `timeout_ms` for the next event.
+    pub(crate) fn poll(&self, timeout_ms: i32) -> Option<NativeEvent> {
+        // SAFETY: the queue is valid; the event returned is ours to destroy.
+        let raw = unsafe { ll::rd_kafka_queue_poll(self.as_ptr(), timeout_ms) };
+        NonNull::new(raw).map(NativeEvent)
+    }
+
+    /// Wakes a thread blocked in [`NativeQueue::poll`].
+    pub(crate) fn wake(&self) {
+        // SAFETY: the queue is valid.
+        unsafe { ll::rd_kafka_queue_yield(self.as_ptr()) };
+    }
+}
+
+impl Drop for NativeQueue {
+    fn drop(&mut self) {
+        // SAFETY: self owns this reference to the queue.
+        unsafe { ll::rd_kafka_queue_destroy(self.as_ptr()) };
+    }
+}
+
+/// An owned `rd_kafka_event_t`.
+pub(crate) struct NativeEvent(NonNull<ll::rd_kafka_event_t>);
+
+// SAFETY: an event is owned by whoever polled it and used by one thread at
+// a time.
+unsafe impl Send for NativeEvent {}
+
+impl NativeEvent {
+    pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_event_t {
+        self.0.as_ptr()
+    }
+
+    pub(crate) fn event_type(&self) -> i32 {
+        // SAFETY: the event is valid.
+        unsafe { ll::rd_kafka_event_type(self.as_ptr()) }
+    }
+
+    pub(crate) fn error_code(&self) -> i32 {
+        // SAFETY: the event is valid.
+        unsafe { ll::rd_kafka_event_error(self.as_ptr()) }
+    }
+
+    pub(crate) fn error_string(&self) -> String {
+        // SAFETY: the event is valid; the string lives as long as the event.
+        let text = unsafe { ll::rd_kafka_event_error_string(self.as_ptr()) };
+        // SAFETY: a non-NULL result is NUL-terminated and outlives this call.
+        unsafe { optional_c_string(text) }.unwrap_or_default()
+    }
+
+    pub(crate) fn opaque(&self) -> usize {
+        // SAFETY: the event is valid.
+        unsafe { ll::rd_kafka_event_opaque(self.as_ptr()) as usize }
+    }
+}
+
+impl Drop for NativeEvent {
+    fn drop(&mut self) {
+        // SAFETY: self owns the event; messages borrowed from it are not
+        // kept past the event's lifetime.
+        unsafe { ll::rd_kafka_event_destroy(self.as_ptr()) };
+    }
+}
+
+/// Copies a C string that may be NULL.
+///
+/// # Safety
+///
+/// A non-NULL `text` must point to a NUL-terminated string valid for this call.
+pub(crate) unsafe fn optional_c_string(text: *const c_char) -> Option<String> {
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees a valid NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned())
+}
+
+/// Reads the NUL-terminated message that librdkafka wrote into `buffer`.
+pub(crate) fn c_buffer_to_string(buffer: &[c_char]) -> String {
+    let bytes: Vec<u8> = buffer
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

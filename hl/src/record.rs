@@ -1,0 +1,228 @@
+//! Records to send.
+
+use std::ffi::CString;
+use std::ptr::NonNull;
+
+use rdkafka_ll as ll;
+
+use crate::error::{Error, Result};
+
+/// A message to send: topic, optional partition, key, value, headers and
+/// timestamp, borrowed from the caller. librdkafka copies the bytes when
+/// the record is sent.
+///
+/// A key or value that is never set is null, which Kafka keeps distinct
+/// from an empty one.
+///
+/// ```
+/// use rdkafka_hl::Record;
+///
+/// let record = Record::to("events")
+///     .key("user-42")
+///     .value(b"{\"clicked\":true}")
+///     .header("source", "web")
+///     .partition(3);
+/// assert_eq!(record.topic(), "events");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    topic: &'a str,
+    partition: Option<i32>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    timestamp: Option<i64>,
+}
+
+impl<'a> Record<'a> {
+    /// Starts a record for `topic`, with null key and value.
+    pub fn to(topic: &'a str) -> Self {
+        Self {
+            topic,
+            partition: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sends to this partition instead of letting the partitioner choose.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        self.key = Some(key.as_ref());
+        self
+    }
+
+    /// Sets the value (the payload).
+    pub fn value(mut self, value: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        self.value = Some(value.as_ref());
+        self
+    }
+
+    /// Appends a header. Names may repeat, and headers keep their order.
+    pub fn header(mut self, name: &'a str, value: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        self.headers.push((name, Some(value.as_ref())));
+        self
+    }
+
+    /// Appends a header with a null value.
+    pub fn null_header(mut self, name: &'a str) -> Self {
+        self.headers.push((name, None));
+        self
+    }
+
+    /// Sets the timestamp, in milliseconds since the Unix epoch. Without
+    /// it, librdkafka uses the time of sending.
+    pub fn timestamp(mut self, milliseconds: i64) -> Self {
+        self.timestamp = Some(milliseconds);
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    /// The topic as a C string, rejecting names librdkafka cannot take.
+    pub(crate) fn c_topic(&self) -> Result<CString> {
+        let invalid = |reason| Error::InvalidArgument {
+            what: "topic name",
+            value: self.topic.to_owned(),
+            reason,
+        };
+        if self.topic.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        CString::new(self.topic).map_err(|_| invalid("it contains a NUL byte"))
+    }
+
+    /// The arguments of `rd_kafka_produceva` for this record, except the
+    /// topic and opaque. The pointers borrow from `self` and `headers`.
+    pub(crate) fn produce_args(&self, headers: Option<&NativeHeaders>) -> Vec<ll::rd_kafka_vu_t> {
+        let mut args = Vec::with_capacity(6);
+
+        if let Some(partition) = self.partition {
+            args.push(vu(ll::RD_KAFKA_VTYPE_PARTITION, ll::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition }));
+        }
+        if let Some(key) = self.key {
+            args.push(memory_arg(ll::RD_KAFKA_VTYPE_KEY, key));
+        }
+        if let Some(value) = self.value {
+            args.push(memory_arg(ll::RD_KAFKA_VTYPE_VALUE, value));
+        }
+        if let Some(headers) = headers {
+            let raw = headers.as_ptr();
+            args.push(vu(ll::RD_KAFKA_VTYPE_HEADERS, ll::rd_kafka_vu_s__bindgen_ty_1 { headers: raw }));
+        }
+        if let Some(timestamp) = self.timestamp {
+            args.push(vu(ll::RD_KAFKA_VTYPE_TIMESTAMP, ll::rd_kafka_vu_s__bindgen_ty_1 { i64_: timestamp }));
+        }
+        args.push(vu(
+            ll::RD_KAFKA_VTYPE_MSGFLAGS,
+            ll::rd_kafka_vu_s__bindgen_ty_1 { i: ll::RD_KAFKA_MSG_F_COPY },
+        ));
+        args
+    }
+
+    /// Builds librdkafka's header list, if the record has headers.
+    pub(crate) fn native_headers(&self) -> Option<NativeHeaders> {
+        if self.headers.is_empty() {
+            return None;
+        }
+        let headers = NativeHeaders::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.add(name, *value);
+        }
+        Some(headers)
+    }
+}
+
+pub(crate) fn vu(vtype: ll::rd_kafka_vtype_t, u: ll::rd_kafka_vu_s__bindgen_ty_1) -> ll::rd_kafka_vu_t {
+    ll::rd_kafka_vu_t { vtype, u }
+}
+
+fn memory_arg(vtype: ll::rd_kafka_vtype_t, bytes: &[u8]) -> ll::rd_kafka_vu_t {
+    let mem = ll::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+        // A non-NULL pointer, even with length 0, is what tells librdkafka
+        // that the field is empty rather than null. Empty slices have a
+        // dangling but non-NULL pointer, which librdkafka never reads.
+        ptr: bytes.as_ptr() as *mut _,
+        size: bytes.len(),
+    };
+    vu(vtype, ll::rd_kafka_vu_s__bindgen_ty_1 { mem })
+}
+
+/// An owned `rd_kafka_headers_t`, until a successful send hands it to
+/// librdkafka.
+pub(crate) struct NativeHeaders(NonNull<ll::rd_kafka_headers_t>);
+
+impl NativeHeaders {
+    fn with_capacity(count: usize) -> Self {
+        // SAFETY: rd_kafka_headers_new only allocates.
+        let raw = unsafe { ll::rd_kafka_headers_new(count) };
+        Self(NonNull::new(raw).expect("rd_kafka_headers_new returned NULL"))
+    }
+
+    fn add(&self, name: &str, value: Option<&[u8]>) {
+        let (value_ptr, value_len) = match value {
+            Some(bytes) => (bytes.as_ptr().cast(), bytes.len() as isize),
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: the list is owned by self; name and value are valid for
+        // their lengths and librdkafka copies them.
+        let code = unsafe {
+            ll::rd_kafka_header_add(self.0.as_ptr(), name.as_ptr().cast(), name.len() as isize, value_ptr, value_len)
+        };
+        debug_assert_eq!(code, ll::RD_KAFKA_RESP_ERR_NO_ERROR, "rd_kafka_header_add failed");
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_headers_t {
+        self.0.as_ptr()
+    }
+
+    /// Marks the list as taken by librdkafka, which frees it.
+    pub(crate) fn release(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for NativeHeaders {
+    fn drop(&mut self) {
+        // SAFETY: self still owns the list because release() was not called.
+        unsafe { ll::rd_kafka_headers_destroy(self.0.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_with_nul_is_rejected() {
+        let error = Record::to("bad\0topic").c_topic().unwrap_err();
+
+        assert!(error.to_string().contains("NUL"), "{error}");
+    }
+
+    #[test]
+    fn empty_topic_is_rejected() {
+        let error = Record::to("").c_topic().unwrap_err();
+
+        assert!(error.to_string().contains("empty"), "{error}");
+    }
+
+    #[test]
+    fn produce_args_keep_null_and_empty_apart() {
+        let null_key = Record::to("t").value(b"v");
+        let empty_key = Record::to("t").key(b"").value(b"v");
+
+        assert_eq!(null_key.produce_args(None).len(), 2);
+        assert_eq!(empty_key.produce_args(None).len(), 3);
+    }
+}
