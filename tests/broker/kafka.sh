@@ -1,0 +1,600 @@
+#!/usr/bin/env bash
+# Runs a single-node Apache Kafka broker (KRaft, combined broker and controller)
+# on 127.0.0.1 for the rdkafka-rs integration tests.
+#
+# The broker jars come from Maven Central through tests/broker/pom.xml, and the
+# broker runs on the machine's `java` (Kafka 4.x brokers need Java 17 or newer).
+# Run with no arguments for the list of subcommands.
+set -euo pipefail
+
+SCRIPT_NAME=$(basename "$0")
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+POM="$SCRIPT_DIR/pom.xml"
+
+STATE_DIR="${KAFKA_STATE_DIR:-$REPO_ROOT/target/kafka-broker}"
+# Kafka resolves log.dirs against its own working directory, so keep every path absolute.
+case "$STATE_DIR" in
+  /*) ;;
+  *) STATE_DIR="$PWD/$STATE_DIR" ;;
+esac
+
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+STOP_TIMEOUT=30
+HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
+MIN_JAVA_MAJOR=17
+
+if ! [[ "$START_TIMEOUT" =~ ^[0-9]+$ ]]; then
+  echo "$(basename "$0"): error: invalid KAFKA_START_TIMEOUT '$START_TIMEOUT': expected a whole number of seconds." >&2
+  exit 1
+fi
+
+CLASSPATH_FILE="$STATE_DIR/classpath.txt"
+CLASSPATH_POM_HASH_FILE="$STATE_DIR/classpath.pom.sha256"
+MAVEN_LOG="$STATE_DIR/maven.log"
+PID_FILE="$STATE_DIR/kafka.pid"
+BOOTSTRAP_FILE="$STATE_DIR/bootstrap"
+ENV_FILE="$STATE_DIR/env"
+LOG_FILE="$STATE_DIR/broker.log"
+LOCK_FILE="$STATE_DIR/lock"
+TOOLS_LOG4J_CONFIG="$STATE_DIR/tools-log4j2.properties"
+TOOLS_CLIENT_CONFIG="$STATE_DIR/tools-client.properties"
+DATA_DIR="$STATE_DIR/data"
+SERVER_PROPERTIES="$DATA_DIR/server.properties"
+BROKER_LOG4J_CONFIG="$DATA_DIR/log4j2.properties"
+
+APT_UPDATED=0
+
+usage() {
+  cat <<EOF
+Usage: $SCRIPT_NAME COMMAND
+
+Runs a single-node Apache Kafka broker (KRaft, broker and controller in one
+process) on 127.0.0.1 for tests.
+
+Commands:
+  fetch               Resolve the Kafka jars with Maven and cache the classpath.
+  start               Start the broker, or reuse the one already running, and
+                      print its bootstrap address (127.0.0.1:PORT) as the last
+                      line on stdout.
+  stop                Stop the broker (SIGTERM, then SIGKILL after ${STOP_TIMEOUT} s).
+  status              Print whether the broker runs. Exit status 0 if it
+                      runs, 1 if not.
+  address             Print the bootstrap address. Exit status 1 if no broker runs.
+  log [--tail N]      Print the broker log path, or its last N lines.
+  run-class CLASS [ARG...]
+                      Run a Java main class from the broker classpath, for
+                      example org.apache.kafka.tools.TopicCommand.
+
+Environment:
+  KAFKA_STATE_DIR       State directory (default: <repo>/target/kafka-broker).
+                        Broker data under it is deleted on every fresh start.
+  KAFKA_START_TIMEOUT   Seconds to wait for the broker to serve metadata (default: 90).
+  KAFKA_HEAP_OPTS       Broker JVM heap options (default: -Xmx512m -Xms256m).
+
+Files in the state directory after start:
+  bootstrap   the bootstrap address
+  env         'export KAFKA_BOOTSTRAP_SERVERS=...', for sourcing in a shell
+  broker.log  broker output and Kafka's log4j2 log
+EOF
+}
+
+log() {
+  echo "$SCRIPT_NAME: $*" >&2
+}
+
+die() {
+  echo "$SCRIPT_NAME: error: $*" >&2
+  exit 1
+}
+
+# --- Tool checks ------------------------------------------------------------
+
+# Installs Debian packages when running as root with apt-get, and otherwise
+# exits with a message that names the missing tool and the package to install.
+install_packages() {
+  local tool="$1"
+  shift
+
+  if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    die "'$tool' not found on PATH. Install it (Debian/Ubuntu: apt-get install $*) and retry."
+  fi
+
+  log "'$tool' not found on PATH, installing Debian packages: $*"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
+  command -v "$tool" >/dev/null 2>&1 \
+    || die "'$tool' still not found on PATH after installing: $*"
+}
+
+# Prints the Java feature release number (8 for "1.8", 17 for "17").
+java_major_version() {
+  local spec
+  spec=$(java -XshowSettings:properties -version 2>&1 \
+    | sed -n 's/^ *java\.specification\.version = *//p')
+  if [[ "$spec" == 1.* ]]; then
+    spec=${spec#1.}
+  fi
+  echo "${spec%%.*}"
+}
+
+require_java() {
+  if ! command -v java >/dev/null 2>&1; then
+    install_packages java default-jre-headless
+  fi
+
+  local major
+  major=$(java_major_version)
+  if ! [[ "$major" =~ ^[0-9]+$ ]]; then
+    die "could not read the Java version from '$(command -v java) -XshowSettings:properties -version'."
+  fi
+  if ((major < MIN_JAVA_MAJOR)); then
+    die "Java $major found at $(command -v java), but Kafka 4 brokers need Java $MIN_JAVA_MAJOR or newer. Install Java $MIN_JAVA_MAJOR or newer (for example Debian's openjdk-17-jre-headless or openjdk-21-jre-headless) and put its bin directory first on PATH."
+  fi
+}
+
+require_maven() {
+  require_java
+  if ! command -v mvn >/dev/null 2>&1; then
+    install_packages mvn maven
+  fi
+}
+
+# --- Classpath --------------------------------------------------------------
+
+pom_hash() {
+  sha256sum "$POM" | cut -d' ' -f1
+}
+
+# Succeeds when the cached classpath was built from the current pom.xml and
+# every jar it names is still in the local Maven repository.
+classpath_is_current() {
+  [[ -s "$CLASSPATH_FILE" && -f "$CLASSPATH_POM_HASH_FILE" ]] || return 1
+  [[ "$(cat "$CLASSPATH_POM_HASH_FILE")" == "$(pom_hash)" ]] || return 1
+
+  local jar
+  local -a jars
+  IFS=: read -r -a jars <"$CLASSPATH_FILE"
+  for jar in "${jars[@]}"; do
+    [[ -f "$jar" ]] || return 1
+  done
+}
+
+fetch() {
+  mkdir -p "$STATE_DIR"
+  if classpath_is_current; then
+    return 0
+  fi
+
+  require_maven
+  log "resolving Kafka jars with Maven ($POM)"
+  # Maven output goes to a file because Debian 12's Maven 3.8.7 prints ANSI
+  # escape codes even with -q -B. The file is shown only when Maven fails.
+  if ! mvn -q -B -f "$POM" dependency:build-classpath \
+    -Dmdep.outputFile="$CLASSPATH_FILE.tmp" >"$MAVEN_LOG" 2>&1; then
+    cat "$MAVEN_LOG" >&2
+    die "Maven failed to resolve the dependencies in $POM (output above, also in $MAVEN_LOG). Maven Central must be reachable for the first fetch."
+  fi
+
+  mv "$CLASSPATH_FILE.tmp" "$CLASSPATH_FILE"
+  pom_hash >"$CLASSPATH_POM_HASH_FILE"
+  log "classpath cached in $CLASSPATH_FILE"
+}
+
+# Writes the log4j2 and client configuration used by the command-line tools,
+# which log warnings and errors to stderr only.
+write_tools_config() {
+  cat >"$TOOLS_LOG4J_CONFIG" <<'EOF'
+status = warn
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+EOF
+  # The short client timeouts make one readiness probe fail fast while the
+  # broker is still starting.
+  cat >"$TOOLS_CLIENT_CONFIG" <<'EOF'
+request.timeout.ms=5000
+default.api.timeout.ms=10000
+EOF
+}
+
+# Sets TOOL_JAVA to the java command, without the main class, for short-lived
+# Kafka tools. It uses a small heap and the tools' log4j2 config.
+set_tool_java() {
+  [[ -f "$TOOLS_LOG4J_CONFIG" ]] || write_tools_config
+  # TieredStopAtLevel=1 and SerialGC cut a BrokerApiVersionsCommand run from
+  # about 0.65 s to 0.53 s (Java 17, 2 cores).
+  TOOL_JAVA=(java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+    -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONFIG"
+    -cp "$(cat "$CLASSPATH_FILE")")
+}
+
+run_java_class() {
+  set_tool_java
+  "${TOOL_JAVA[@]}" "$@"
+}
+
+# --- Broker process ---------------------------------------------------------
+
+# Prints the PID from the pid file when that process is the broker this script
+# started (the PID may have been reused by another program after a crash).
+broker_pid() {
+  [[ -f "$PID_FILE" ]] || return 1
+
+  local pid
+  pid=$(cat "$PID_FILE")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $SERVER_PROPERTIES" || return 1
+  echo "$pid"
+}
+
+bootstrap_address() {
+  [[ -s "$BOOTSTRAP_FILE" ]] || return 1
+  cat "$BOOTSTRAP_FILE"
+}
+
+# Succeeds when a TCP connection to HOST:PORT opens within 2 seconds.
+port_answers() {
+  local host="${1%:*}" port="${1##*:}"
+  timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+}
+
+# Succeeds when a broker started by this script runs and its listener accepts
+# connections.
+broker_is_serving() {
+  local address
+  broker_pid >/dev/null || return 1
+  address=$(bootstrap_address) || return 1
+  port_answers "$address"
+}
+
+# Prints two distinct free TCP ports on 127.0.0.1, one per line.
+# The ports are released before Kafka binds them, so another process may take
+# one in between. Kafka then exits with "Address already in use", and start
+# retries with new ports.
+pick_free_ports() {
+  python3 - <<'EOF'
+import socket
+
+sockets = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    sockets.append(s)
+for s in sockets:
+    print(s.getsockname()[1])
+    s.close()
+EOF
+}
+
+write_broker_config() {
+  local broker_port="$1" controller_port="$2"
+
+  # `kafka-storage format --standalone` (Kafka 4.1.1) rejects
+  # controller.quorum.voters, so the quorum is given as
+  # controller.quorum.bootstrap.servers.
+  cat >"$SERVER_PROPERTIES" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DATA_DIR/kraft-logs
+
+num.partitions=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+group.initial.rebalance.delay.ms=0
+
+# With one broker, every internal topic must have replication factor 1.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+EOF
+
+  # The broker logs to stdout, which start redirects to broker.log. This keeps
+  # one writer for the file, so JVM warnings and log lines stay in order.
+  # shutdownHook = disable keeps log4j2 from stopping its loggers in its own
+  # JVM shutdown hook while Kafka's shutdown hook still logs. Without it the
+  # last shutdown lines are lost.
+  cat >"$BROKER_LOG4J_CONFIG" <<'EOF'
+status = warn
+shutdownHook = disable
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+EOF
+}
+
+# Succeeds when the broker at ADDRESS returns metadata that lists broker 1.
+# BrokerApiVersionsCommand first sends a Metadata request through the Admin
+# client, then prints "ADDRESS (id: 1 rack: ...) -> (...)" for each broker that
+# the metadata lists. An open port alone is not enough, because the broker
+# enables request processing only after the controller has unfenced it
+# ("Enabling request processing" in broker.log).
+broker_serves_metadata() {
+  local address="$1" probe_timeout="$2" output
+  set_tool_java
+  output=$(timeout "$probe_timeout" "${TOOL_JAVA[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
+    --bootstrap-server "$address" --command-config "$TOOLS_CLIENT_CONFIG" 2>&1) || return 1
+  grep -qF "$address (id: 1 " <<<"$output"
+}
+
+# Prints the last 50 lines of the broker log to stderr.
+show_log_tail() {
+  if [[ -f "$LOG_FILE" ]]; then
+    echo "---- last 50 lines of $LOG_FILE ----" >&2
+    tail -n 50 "$LOG_FILE" >&2
+    echo "---- end of $LOG_FILE ----" >&2
+  fi
+}
+
+# Sends SIGTERM to the broker, waits up to STOP_TIMEOUT seconds for it to
+# exit, then sends SIGKILL. Removes the pid, bootstrap and env files.
+stop_broker() {
+  local pid
+  if pid=$(broker_pid); then
+    log "stopping broker (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && ((waited < STOP_TIMEOUT * 10)); do
+      sleep 0.1
+      waited=$((waited + 1))
+    done
+
+    if kill -0 "$pid" 2>/dev/null; then
+      log "broker (pid $pid) still running after ${STOP_TIMEOUT} s, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      waited=0
+      while kill -0 "$pid" 2>/dev/null; do
+        ((waited < 100)) || die "broker (pid $pid) still running 10 s after SIGKILL."
+        sleep 0.1
+        waited=$((waited + 1))
+      done
+    fi
+    log "broker stopped"
+  fi
+  rm -f "$PID_FILE" "$BOOTSTRAP_FILE" "$ENV_FILE"
+}
+
+# Holds an exclusive lock on the state directory for the rest of the script,
+# so that two concurrent `start` or `stop` calls do not race.
+take_lock() {
+  mkdir -p "$STATE_DIR"
+  exec 9>"$LOCK_FILE"
+  if command -v flock >/dev/null 2>&1; then
+    flock 9
+  fi
+}
+
+start() {
+  take_lock
+
+  if broker_is_serving; then
+    log "broker already running (pid $(broker_pid))"
+    bootstrap_address
+    return 0
+  fi
+  if broker_pid >/dev/null; then
+    log "broker process (pid $(broker_pid)) runs but its listener does not answer, restarting it"
+  fi
+  stop_broker
+
+  fetch
+  require_java
+  command -v python3 >/dev/null 2>&1 || die "'python3' not found on PATH. It is needed to pick free ports. Install python3 and retry."
+  write_tools_config
+
+  local attempt max_attempts=3
+  for ((attempt = 1; attempt <= max_attempts; attempt++)); do
+    BROKER_STARTED=0
+    start_fresh_broker
+    if ((BROKER_STARTED)); then
+      return 0
+    fi
+    log "a picked port was taken before the broker bound it, retrying with new ports (attempt $attempt of $max_attempts failed)"
+  done
+  die "the broker failed to bind its ports in $max_attempts attempts (last log in $LOG_FILE)."
+}
+
+# Starts a broker on fresh storage and new ports, waits until it serves
+# metadata and prints its address. Sets BROKER_STARTED=1 on success. Returns
+# with BROKER_STARTED=0 when the broker exited because a port was taken, and
+# exits the script on every other failure. The caller retries with new ports.
+start_fresh_broker() {
+  # Every fresh start formats new storage, so no topic or offset survives.
+  rm -rf "$DATA_DIR"
+  mkdir -p "$DATA_DIR"
+  if [[ -f "$LOG_FILE" ]]; then
+    mv -f "$LOG_FILE" "$LOG_FILE.previous"
+  fi
+
+  local ports broker_port controller_port address
+  ports=$(pick_free_ports)
+  broker_port=$(sed -n 1p <<<"$ports")
+  controller_port=$(sed -n 2p <<<"$ports")
+  address="127.0.0.1:$broker_port"
+  write_broker_config "$broker_port" "$controller_port"
+
+  local cluster_id
+  cluster_id=$(run_java_class kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE") \
+    || { show_log_tail; die "generating a cluster id with 'kafka.tools.StorageTool random-uuid' failed (log above)."; }
+  # --standalone writes a bootstrap checkpoint that makes this node the only
+  # voter of a dynamic KRaft quorum.
+  if ! run_java_class kafka.tools.StorageTool format --config "$SERVER_PROPERTIES" \
+    --cluster-id "$cluster_id" --standalone >>"$LOG_FILE" 2>&1; then
+    show_log_tail
+    die "formatting the KRaft storage in $DATA_DIR/kraft-logs failed (log above)."
+  fi
+
+  log "starting broker on $address (cluster id $cluster_id, log $LOG_FILE)"
+  # setsid puts the broker in its own session so that Ctrl-C in the calling
+  # terminal does not reach it. With --wait, setsid lives as long as the
+  # broker even when it has to fork, which the launcher check below relies on.
+  # The inner bash writes its own PID and then execs java, so the pid file
+  # contains the JVM's PID. 9>&- keeps the broker from inheriting the state lock.
+  local -a java_opts
+  read -r -a java_opts <<<"$HEAP_OPTS"
+  local -a detach=()
+  if command -v setsid >/dev/null 2>&1; then
+    detach=(setsid --wait)
+  fi
+  # shellcheck disable=SC2016 # $$ and $@ must expand in the inner bash.
+  "${detach[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
+    java "${java_opts[@]}" -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$BROKER_LOG4J_CONFIG" \
+    -cp "$(cat "$CLASSPATH_FILE")" kafka.Kafka "$SERVER_PROPERTIES" \
+    </dev/null >>"$LOG_FILE" 2>&1 9>&- &
+  local launcher_pid=$!
+
+  log "waiting up to ${START_TIMEOUT} s for the broker to serve metadata on $address"
+  local deadline=$((SECONDS + START_TIMEOUT)) remaining probe_timeout
+  while true; do
+    # The launcher exits early only if it failed before writing the pid file.
+    if [[ ! -s "$PID_FILE" ]] && ! kill -0 "$launcher_pid" 2>/dev/null; then
+      show_log_tail
+      die "launching the broker failed before it wrote $PID_FILE (log above)."
+    fi
+    if [[ -s "$PID_FILE" ]] && ! broker_pid >/dev/null; then
+      rm -f "$PID_FILE"
+      # Another process took a port from pick_free_ports before Kafka bound it,
+      # so the caller retries with new ports.
+      if grep -qF "Address already in use" "$LOG_FILE"; then
+        return 0
+      fi
+      show_log_tail
+      die "the broker process exited during startup (log above, full log in $LOG_FILE)."
+    fi
+    # Each probe gets at most 30 s and at least 5 s, so the wait ends at most
+    # 5 s after the deadline.
+    remaining=$((deadline - SECONDS))
+    probe_timeout=$((remaining < 30 ? remaining : 30))
+    probe_timeout=$((probe_timeout < 5 ? 5 : probe_timeout))
+    if port_answers "$address" && broker_serves_metadata "$address" "$probe_timeout"; then
+      break
+    fi
+    if ((SECONDS >= deadline)); then
+      show_log_tail
+      stop_broker
+      die "timed out after ${START_TIMEOUT} s waiting for the broker at $address to return metadata listing broker 1 (BrokerApiVersionsCommand). The broker was stopped. Full log: $LOG_FILE. Set KAFKA_START_TIMEOUT to wait longer."
+    fi
+    sleep 1
+  done
+
+  echo "$address" >"$BOOTSTRAP_FILE"
+  echo "export KAFKA_BOOTSTRAP_SERVERS=$address" >"$ENV_FILE"
+  log "broker ready on $address (pid $(broker_pid), about ${SECONDS} s after this command started)"
+  echo "$address"
+  BROKER_STARTED=1
+}
+
+stop() {
+  take_lock
+  if ! broker_pid >/dev/null; then
+    log "no broker running"
+  fi
+  stop_broker
+}
+
+status() {
+  local pid address
+  if ! pid=$(broker_pid); then
+    echo "not running"
+    return 1
+  fi
+
+  address=$(bootstrap_address || echo "unknown address")
+  if broker_is_serving; then
+    echo "running: pid $pid, bootstrap $address"
+    return 0
+  fi
+  echo "not running: broker process $pid exists, but $address does not accept connections (still starting, or hung)"
+  return 1
+}
+
+address() {
+  if broker_is_serving; then
+    bootstrap_address
+    return 0
+  fi
+  log "no broker running"
+  return 1
+}
+
+show_log() {
+  if [[ $# -eq 0 ]]; then
+    echo "$LOG_FILE"
+    return 0
+  fi
+
+  if [[ $# -ne 2 || "$1" != "--tail" || ! "$2" =~ ^[0-9]+$ ]]; then
+    die "invalid arguments for 'log': '$*'. Expected no arguments or '--tail N' with N a line count."
+  fi
+  [[ -f "$LOG_FILE" ]] || die "no broker log yet at $LOG_FILE. Run '$SCRIPT_NAME start' first."
+  tail -n "$2" "$LOG_FILE"
+}
+
+main() {
+  local command="${1:-}"
+  if [[ $# -gt 0 ]]; then
+    shift
+  fi
+
+  case "$command" in
+    fetch)
+      fetch
+      log "classpath: $CLASSPATH_FILE"
+      ;;
+    start)
+      start
+      ;;
+    stop)
+      stop
+      ;;
+    status)
+      status
+      ;;
+    address)
+      address
+      ;;
+    log)
+      show_log "$@"
+      ;;
+    run-class)
+      [[ $# -ge 1 ]] || die "'run-class' needs a Java class name, for example org.apache.kafka.tools.TopicCommand."
+      fetch
+      require_java
+      run_java_class "$@"
+      ;;
+    -h | --help | help)
+      usage
+      ;;
+    "")
+      usage >&2
+      exit 1
+      ;;
+    *)
+      usage >&2
+      die "unknown command '$command'."
+      ;;
+  esac
+}
+
+main "$@"
