@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, doctests, the mock-cluster
+# tests and the real-broker tests, plus the bindings drift check.
+#
+# Without KAFKA_BOOTSTRAP_SERVERS in the environment, it starts the test
+# broker (tests/broker/kafka.sh) and stops it at the end; with it, it uses
+# that cluster and leaves it running. Extra arguments go to `cargo test`.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+broker=tests/broker/kafka.sh
+started_broker=false
+
+finish() {
+    local status=$?
+    if [ "$status" -ne 0 ] && [ "$started_broker" = true ]; then
+        echo "--- last 200 lines of the broker log ($("$broker" log)) ---" >&2
+        "$broker" log --tail 200 >&2 || true
+    fi
+    if [ "$started_broker" = true ]; then
+        "$broker" stop >&2 || true
+    fi
+    exit "$status"
+}
+trap finish EXIT
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+    echo "starting the test broker ($broker start)" >&2
+    started_broker=true
+    KAFKA_BOOTSTRAP_SERVERS=$("$broker" start | tail -n 1)
+    export KAFKA_BOOTSTRAP_SERVERS
+fi
+echo "real-broker tests use KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS" >&2
+
+cargo test --workspace "$@"
+
+# The drift check regenerates the bindings with bindgen, which needs
+# libclang. CI installs it; elsewhere the check is skipped with a notice.
+if [ -n "${CI:-}" ] || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+    cargo test -p rdkafka-ll --features bindgen --lib drift
+else
+    echo "notice: libclang not found; skipped the bindings drift check (apt-get install libclang-dev)" >&2
+fi
