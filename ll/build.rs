@@ -122,7 +122,7 @@ mod generate {
             .unwrap_or_else(|error| panic!("failed to write {}: {error}", out.display()));
         println!("cargo:rustc-cfg=rdkafka_ll_generated");
 
-        // The update script asks for a copy where the committed file lives.
+        // The update script requests a copy where the committed file lives.
         if let Some(copy) = env::var_os("RDKAFKA_LL_WRITE_BINDINGS") {
             fs::copy(&out, &copy).unwrap_or_else(|error| {
                 panic!("failed to copy the bindings to {:?}: {error}", copy)

@@ -3,7 +3,7 @@
 # tests and the real-broker tests, plus the bindings drift check.
 #
 # Without KAFKA_BOOTSTRAP_SERVERS in the environment, it starts the test
-# broker (tests/broker/kafka.sh) and stops it at the end; with it, it uses
+# broker (tests/broker/kafka.sh) and stops it at the end. With it, it uses
 # that cluster and leaves it running. Extra arguments go to `cargo test`.
 set -euo pipefail
 

@@ -46,8 +46,8 @@ impl AdminClient {
     /// Creates a topic and waits up to `timeout` for the cluster to confirm.
     ///
     /// librdkafka enforces `timeout` on the request and reports its expiry
-    /// as an error of its own; this call waits one second longer for that
-    /// report before it gives up with [`Error::TimedOut`].
+    /// as an error of its own. This call waits one second longer for that
+    /// report, then gives up with [`Error::TimedOut`].
     ///
     /// # Errors
     ///

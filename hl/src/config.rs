@@ -106,7 +106,7 @@ impl Config {
         let c_key = CString::new(key).ok()?;
         let mut size = 0usize;
 
-        // SAFETY: a NULL destination asks librdkafka for the size only.
+        // SAFETY: with a NULL destination, librdkafka only writes the size.
         let result = unsafe {
             ll::rd_kafka_conf_get(self.native.as_ptr(), c_key.as_ptr(), std::ptr::null_mut(), &mut size)
         };
@@ -122,8 +122,8 @@ impl Config {
         (result == ll::RD_KAFKA_CONF_OK).then(|| c_buffer_to_string(&buffer))
     }
 
-    /// The properties set on this configuration, in the order they were
-    /// last set, with secret values replaced by `[hidden]`.
+    /// Lists the properties set on this configuration, in the order they
+    /// were last set, with secret values replaced by `[hidden]`.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries
             .iter()

@@ -59,7 +59,7 @@ impl EventThread {
     /// Stops the thread and waits for it to finish its current event.
     ///
     /// Called on the event thread itself (a client dropped from a waker),
-    /// it only asks the thread to stop, because joining would wait forever.
+    /// it only sets the stop flag, because joining would wait forever.
     pub(crate) fn stop(&mut self) {
         self.stopping.store(true, Ordering::Release);
         self.queue.wake();

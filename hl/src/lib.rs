@@ -2,9 +2,9 @@
 //!
 //! Each client pairs a librdkafka event queue with a table of pending
 //! completions and drains the queue on a background thread. Sends and
-//! commits return a [`KafkaFuture`] that this thread resolves, exactly once,
-//! when librdkafka reports the result; it can be waited on with a timeout
-//! or awaited on any executor.
+//! commits return a [`KafkaFuture`] that this thread resolves exactly once,
+//! when librdkafka reports the result. A caller can wait on it with a
+//! timeout or await it on any executor.
 //!
 //! # Example
 //!

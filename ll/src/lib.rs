@@ -1,10 +1,10 @@
 //! The raw librdkafka API, mirrored one to one.
 //!
 //! Every function, type and constant of librdkafka's public headers,
-//! [`rdkafka.h`] and [`rdkafka_mock.h`], is here under its C name, as
-//! bindgen generated it from the headers of the librdkafka that is linked
-//! (version 2.12.1, built from source and linked statically by the
-//! `rdkafka-sys` crate). The documentation of each item is the comment of
+//! [`rdkafka.h`] and [`rdkafka_mock.h`], is here under its C name. bindgen
+//! generated them from the headers of the librdkafka that is linked:
+//! version 2.12.1, built from source and linked statically by the
+//! `rdkafka-sys` crate. The documentation of each item is the comment of
 //! the C header. For a safe API, use the `rdkafka-hl` crate.
 //!
 //! # Differences from the C headers
