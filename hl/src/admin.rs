@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, CString};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka_ll as ll;
@@ -32,13 +33,14 @@ const RESULT_GRACE: Duration = Duration::from_secs(1);
 /// # Ok::<(), rdkafka_hl::Error>(())
 /// ```
 pub struct AdminClient {
-    client: NativeClient,
+    client: Arc<NativeClient>,
 }
 
 impl AdminClient {
     /// Creates an admin client.
     pub fn new(config: Config) -> Result<Self> {
         let client = NativeClient::new(ll::RD_KAFKA_PRODUCER, config.into_native())
+            .map(Arc::new)
             .map_err(|reason| Error::ClientCreation { kind: "admin client", reason })?;
         Ok(Self { client })
     }

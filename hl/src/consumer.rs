@@ -59,9 +59,8 @@ pub struct Consumer {
     events: EventThread,
     commits: Arc<Pending<CommitSlot>>,
     close_timeout: Duration,
-    // Declared last: the queue must be destroyed before the client.
     queue: Arc<NativeQueue>,
-    client: NativeClient,
+    client: Arc<NativeClient>,
 }
 
 impl Consumer {
@@ -75,6 +74,7 @@ impl Consumer {
         config.set_in_place("log.queue", "true")?;
 
         let client = NativeClient::new(ll::RD_KAFKA_CONSUMER, config.into_native())
+            .map(Arc::new)
             .map_err(|reason| Error::ClientCreation { kind: "consumer", reason })?;
         // SAFETY: the client is valid. Redirecting the main queue makes
         // consumer_poll serve errors and rebalances too.

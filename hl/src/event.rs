@@ -60,6 +60,9 @@ impl EventThread {
     ///
     /// Called on the event thread itself (a client dropped from a waker),
     /// it only sets the stop flag, because joining would wait forever.
+    ///
+    /// NOTE: a producer dropped or flushed on its own event thread waits
+    /// out its timeouts, because no other thread serves its reports then.
     pub(crate) fn stop(&mut self) {
         self.stopping.store(true, Ordering::Release);
         self.queue.wake();

@@ -71,3 +71,18 @@ pub use mock::MockCluster;
 pub use partitions::TopicPartitionOffset;
 pub use producer::{Producer, DEFAULT_CLOSE_TIMEOUT};
 pub use record::Record;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn clients_are_send_and_sync() {
+        assert_send_sync::<crate::Producer>();
+        assert_send_sync::<crate::Consumer>();
+        assert_send_sync::<crate::AdminClient>();
+        assert_send_sync::<crate::MockCluster>();
+        assert_send_sync::<crate::DeliveryFuture>();
+        assert_send_sync::<crate::Error>();
+    }
+}

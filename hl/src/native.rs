@@ -4,6 +4,7 @@
 use std::ffi::{c_char, CStr};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 use rdkafka_ll as ll;
 
@@ -117,14 +118,20 @@ impl NativeClient {
 impl Drop for NativeClient {
     fn drop(&mut self) {
         let flags = self.destroy_flags.load(Ordering::Relaxed);
-        // SAFETY: self owns the handle. Queues and events of this client are
-        // owned by values declared to drop before it.
+        // SAFETY: self owns the handle. Every queue of this client holds an
+        // Arc of it, so none is left; events and messages borrow a queue
+        // or the client that owns them.
         unsafe { ll::rd_kafka_destroy_flags(self.as_ptr(), flags) };
     }
 }
 
-/// An owned `rd_kafka_queue_t` reference.
-pub(crate) struct NativeQueue(NonNull<ll::rd_kafka_queue_t>);
+/// An owned `rd_kafka_queue_t` reference. It keeps its client alive, so the
+/// client is destroyed only after every queue of it, whichever thread
+/// drops the last reference.
+pub(crate) struct NativeQueue {
+    raw: NonNull<ll::rd_kafka_queue_t>,
+    _client: Arc<NativeClient>,
+}
 
 // SAFETY: librdkafka's queues are protected by their own lock and may be
 // polled, forwarded and yielded from any thread.
@@ -134,21 +141,27 @@ unsafe impl Sync for NativeQueue {}
 
 impl NativeQueue {
     /// Creates a new queue on `client`.
-    pub(crate) fn new(client: &NativeClient) -> Self {
+    pub(crate) fn new(client: &Arc<NativeClient>) -> Self {
         // SAFETY: the client handle is valid.
         let raw = unsafe { ll::rd_kafka_queue_new(client.as_ptr()) };
-        Self(NonNull::new(raw).expect("rd_kafka_queue_new returned NULL"))
+        Self {
+            raw: NonNull::new(raw).expect("rd_kafka_queue_new returned NULL"),
+            _client: Arc::clone(client),
+        }
     }
 
     /// Takes a reference to the client's main queue.
-    pub(crate) fn main(client: &NativeClient) -> Self {
+    pub(crate) fn main(client: &Arc<NativeClient>) -> Self {
         // SAFETY: the client handle is valid.
         let raw = unsafe { ll::rd_kafka_queue_get_main(client.as_ptr()) };
-        Self(NonNull::new(raw).expect("rd_kafka_queue_get_main returned NULL"))
+        Self {
+            raw: NonNull::new(raw).expect("rd_kafka_queue_get_main returned NULL"),
+            _client: Arc::clone(client),
+        }
     }
 
     pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_queue_t {
-        self.0.as_ptr()
+        self.raw.as_ptr()
     }
 
     /// Waits up to `timeout_ms` for the next event.
@@ -167,7 +180,8 @@ impl NativeQueue {
 
 impl Drop for NativeQueue {
     fn drop(&mut self) {
-        // SAFETY: self owns this reference to the queue.
+        // SAFETY: self owns this reference to the queue, and its client is
+        // still alive because self holds an Arc of it.
         unsafe { ll::rd_kafka_queue_destroy(self.as_ptr()) };
     }
 }

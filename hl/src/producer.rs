@@ -48,9 +48,7 @@ pub struct Producer {
     events: EventThread,
     pending: Arc<Pending<Slot<Delivery>>>,
     close_timeout: Duration,
-    // Declared last: the queue must be destroyed before the client.
-    _queue: Arc<NativeQueue>,
-    client: NativeClient,
+    client: Arc<NativeClient>,
 }
 
 impl Producer {
@@ -70,6 +68,7 @@ impl Producer {
         unsafe { ll::rd_kafka_conf_set_events(conf.as_ptr(), events) };
 
         let client = NativeClient::new(ll::RD_KAFKA_PRODUCER, conf)
+            .map(Arc::new)
             .map_err(|reason| Error::ClientCreation { kind: "producer", reason })?;
         let queue = Arc::new(NativeQueue::main(&client));
         // SAFETY: both handles are valid; log.queue is enabled above.
@@ -77,7 +76,7 @@ impl Producer {
 
         let pending = Arc::new(Pending::new());
         let handler_pending = Arc::clone(&pending);
-        let events = EventThread::spawn("rdkafka-producer", Arc::clone(&queue), move |event| {
+        let events = EventThread::spawn("rdkafka-producer", queue, move |event| {
             handle_producer_event(&handler_pending, event)
         })
         .map_err(|error| Error::ClientCreation {
@@ -89,7 +88,6 @@ impl Producer {
             events,
             pending,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            _queue: queue,
             client,
         })
     }
