@@ -91,12 +91,12 @@
 use rdkafka_sys as _;
 
 #[cfg(not(rdkafka_ll_generated))]
-#[allow(missing_docs, clippy::all, rustdoc::all)]
+#[allow(missing_docs, clippy::all, clippy::undocumented_unsafe_blocks, rustdoc::all)]
 #[path = "bindings.rs"]
 mod bindings;
 
 #[cfg(rdkafka_ll_generated)]
-#[allow(missing_docs, clippy::all, rustdoc::all)]
+#[allow(missing_docs, clippy::all, clippy::undocumented_unsafe_blocks, rustdoc::all)]
 mod bindings {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
