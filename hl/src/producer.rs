@@ -101,7 +101,10 @@ impl Producer {
     ///
     /// Failures known at once are returned here and create no future: an
     /// invalid topic name, a full local queue ([`ErrorCode::QUEUE_FULL`]),
-    /// a message over `message.max.bytes`, an unknown partition.
+    /// a message over `message.max.bytes`, a partition that the topic's
+    /// metadata, once known, does not list. Before the metadata arrives, a
+    /// send to a missing partition returns a future that fails with
+    /// [`ErrorCode::UNKNOWN_PARTITION`].
     pub fn send(&self, record: Record<'_>) -> Result<DeliveryFuture> {
         let topic = record.c_topic()?;
         let headers = record.native_headers();
