@@ -38,6 +38,10 @@ impl ErrorCode {
     pub const UNKNOWN_PARTITION: Self = Self(ll::RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION);
     /// The topic already exists (`TOPIC_ALREADY_EXISTS`).
     pub const TOPIC_ALREADY_EXISTS: Self = Self(ll::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
+    /// The client hit a fatal error and cannot go on (`_FATAL`).
+    pub const FATAL: Self = Self(ll::RD_KAFKA_RESP_ERR__FATAL);
+    /// An argument passed to librdkafka was invalid (`_INVALID_ARG`).
+    pub const INVALID_ARGUMENT: Self = Self(ll::RD_KAFKA_RESP_ERR__INVALID_ARG);
     /// A local operation timed out (`_TIMED_OUT`).
     pub const TIMED_OUT: Self = Self(ll::RD_KAFKA_RESP_ERR__TIMED_OUT);
 
@@ -98,6 +102,8 @@ pub struct KafkaError {
     pub fatal: bool,
     /// Whether the same operation may succeed if retried.
     pub retriable: bool,
+    /// Whether the current transaction must be aborted.
+    pub transaction_requires_abort: bool,
 }
 
 impl KafkaError {
@@ -106,8 +112,9 @@ impl KafkaError {
         Self {
             code,
             message: code.description().to_owned(),
-            fatal: false,
+            fatal: code.raw() == ll::RD_KAFKA_RESP_ERR__FATAL,
             retriable: false,
+            transaction_requires_abort: false,
         }
     }
 
@@ -177,6 +184,15 @@ pub enum Error {
         error: KafkaError,
     },
 
+    /// A serializer failed or panicked, so nothing was sent.
+    #[error("failed to serialize the {part}: {reason}")]
+    Serialization {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The serializer's error, or its panic message.
+        reason: String,
+    },
+
     /// An operation did not finish within its timeout.
     #[error("timed out after {timeout:?} waiting for {operation}")]
     TimedOut {
@@ -201,6 +217,11 @@ impl Error {
             Error::Kafka { error, .. } => Some(error.code),
             _ => None,
         }
+    }
+
+    /// Whether the client that returned this error is unusable.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Kafka { error, .. } if error.fatal)
     }
 
     pub(crate) fn kafka(operation: &'static str, code: i32) -> Self {
@@ -228,6 +249,7 @@ pub(crate) unsafe fn take_rd_kafka_error(error: *mut ll::rd_kafka_error_t) -> Ka
                 .into_owned(),
             fatal: ll::rd_kafka_error_is_fatal(error) != 0,
             retriable: ll::rd_kafka_error_is_retriable(error) != 0,
+            transaction_requires_abort: ll::rd_kafka_error_txn_requires_abort(error) != 0,
         }
     };
 

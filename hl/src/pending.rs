@@ -32,6 +32,7 @@ use parking_lot::{Condvar, Mutex};
 pub(crate) struct Pending<T> {
     table: Mutex<Table<T>>,
     emptied: Condvar,
+    progressed: Condvar,
 }
 
 struct Table<T> {
@@ -41,6 +42,10 @@ struct Table<T> {
     /// How many slots hold a completion.
     count: usize,
     closed: bool,
+    /// Incremented by `notify_progress`, so a waiter can tell whether
+    /// progress happened since it last looked.
+    progress: u64,
+    progress_waiters: usize,
 }
 
 impl<T> Pending<T> {
@@ -53,8 +58,11 @@ impl<T> Pending<T> {
                 slots: VecDeque::new(),
                 count: 0,
                 closed: false,
+                progress: 0,
+                progress_waiters: 0,
             }),
             emptied: Condvar::new(),
+            progressed: Condvar::new(),
         }
     }
 
@@ -112,6 +120,35 @@ impl<T> Pending<T> {
         true
     }
 
+    /// Returns the progress count, to pass to [`Pending::wait_for_progress`].
+    pub(crate) fn progress(&self) -> u64 {
+        self.table.lock().progress
+    }
+
+    /// Records progress (for a producer: room freed in librdkafka's queue)
+    /// and wakes the threads waiting for it.
+    pub(crate) fn notify_progress(&self) {
+        let mut table = self.table.lock();
+        table.progress = table.progress.wrapping_add(1);
+        if table.progress_waiters > 0 {
+            self.progressed.notify_all();
+        }
+    }
+
+    /// Waits until progress is recorded after `seen` was read, until
+    /// `deadline`, or until the table closes. The lock is released while
+    /// waiting.
+    pub(crate) fn wait_for_progress(&self, seen: u64, deadline: Instant) {
+        let mut table = self.table.lock();
+        table.progress_waiters += 1;
+        while table.progress == seen && !table.closed {
+            if self.progressed.wait_until(&mut table, deadline).timed_out() {
+                break;
+            }
+        }
+        table.progress_waiters -= 1;
+    }
+
     /// Closes the table and returns every completion still in it, in id
     /// order. Later `register` calls fail.
     pub(crate) fn close(&self) -> Vec<T> {
@@ -122,6 +159,7 @@ impl<T> Pending<T> {
         table.first_id += drained.len() as u64;
         table.count = 0;
         self.emptied.notify_all();
+        self.progressed.notify_all();
         drained
     }
 }
@@ -202,6 +240,36 @@ mod tests {
             "timed out waiting for the table to empty"
         );
         taker.join().unwrap();
+    }
+
+    #[test]
+    fn progress_recorded_before_wait_is_not_missed() {
+        let pending: Pending<()> = Pending::new();
+        let seen = pending.progress();
+        pending.notify_progress();
+
+        let started = Instant::now();
+        pending.wait_for_progress(seen, started + Duration::from_secs(10));
+
+        assert!(started.elapsed() < Duration::from_secs(5), "waited although progress was recorded");
+    }
+
+    #[test]
+    fn wait_for_progress_wakes_on_notify() {
+        let pending: Arc<Pending<()>> = Arc::new(Pending::new());
+        let seen = pending.progress();
+        let notifier = {
+            let pending = Arc::clone(&pending);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                pending.notify_progress();
+            })
+        };
+
+        pending.wait_for_progress(seen, Instant::now() + Duration::from_secs(10));
+
+        assert_ne!(pending.progress(), seen, "returned before progress or timed out");
+        notifier.join().unwrap();
     }
 
     #[test]
