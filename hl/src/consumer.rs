@@ -202,7 +202,7 @@ impl Consumer {
             slot.resolve(Err(Error::Closed { operation: "commit" }));
         }
         if !closed {
-            self.client.skip_consumer_close_on_destroy();
+            self.client.destroy_without_waiting();
         }
     }
 
@@ -241,7 +241,9 @@ impl Consumer {
 impl Drop for Consumer {
     /// Leaves the group and waits for outstanding commits, together at most
     /// the close timeout, then resolves every commit future still pending
-    /// with [`Error::Closed`].
+    /// with [`Error::Closed`]. When the close did not finish in time,
+    /// librdkafka's client is destroyed on a thread of its own, so `drop`
+    /// returns without waiting for it.
     fn drop(&mut self) {
         self.shut_down();
     }

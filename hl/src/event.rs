@@ -16,6 +16,9 @@ use crate::native::{NativeEvent, NativeQueue};
 /// how long a missed wake-up could delay it.
 const POLL_INTERVAL_MS: i32 = 1000;
 
+/// How many queued events the thread still serves once asked to stop.
+const MAX_EVENTS_AFTER_STOP: usize = 10_000;
+
 /// A thread that polls one queue and passes each event to a handler.
 pub(crate) struct EventThread {
     queue: Arc<NativeQueue>,
@@ -37,13 +40,22 @@ impl EventThread {
             let queue = Arc::clone(&queue);
             let stopping = Arc::clone(&stopping);
             thread::Builder::new().name(name.to_owned()).spawn(move || {
-                while !stopping.load(Ordering::Acquire) {
-                    let Some(event) = queue.poll(POLL_INTERVAL_MS) else {
-                        continue;
-                    };
+                let mut handle = |event| {
                     if catch_unwind(AssertUnwindSafe(|| handler(event))).is_err() {
                         log::error!("a panic in the Kafka event handler was caught; the event was dropped");
                     }
+                };
+                while !stopping.load(Ordering::Acquire) {
+                    if let Some(event) = queue.poll(POLL_INTERVAL_MS) {
+                        handle(event);
+                    }
+                }
+
+                // Serve what is already queued (late reports, the last log
+                // lines), bounded in case events keep arriving.
+                for _ in 0..MAX_EVENTS_AFTER_STOP {
+                    let Some(event) = queue.poll(0) else { break };
+                    handle(event);
                 }
             })?
         };

@@ -3,8 +3,9 @@
 
 use std::ffi::{c_char, CStr};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
+use std::thread;
 
 use rdkafka_ll as ll;
 
@@ -67,6 +68,8 @@ pub(crate) struct NativeClient {
     raw: NonNull<ll::rd_kafka_t>,
     /// Flags for `rd_kafka_destroy_flags`.
     destroy_flags: AtomicI32,
+    /// Whether `Drop` hands destruction to a new thread instead of waiting.
+    destroy_in_background: AtomicBool,
 }
 
 // SAFETY: librdkafka's client handle is thread-safe: all rd_kafka_* calls
@@ -94,6 +97,7 @@ impl NativeClient {
             Some(raw) => Ok(Self {
                 raw,
                 destroy_flags: AtomicI32::new(0),
+                destroy_in_background: AtomicBool::new(false),
             }),
             None => {
                 // SAFETY: rd_kafka_new failed, so it did not take the conf.
@@ -107,21 +111,53 @@ impl NativeClient {
         self.raw.as_ptr()
     }
 
-    /// Makes destruction skip the consumer close, which would otherwise
-    /// block until the group is left.
-    pub(crate) fn skip_consumer_close_on_destroy(&self) {
+    /// Makes destruction skip the consumer close and run on a thread of
+    /// its own, for a consumer that did not finish closing in time.
+    /// librdkafka 2.12.1 still waits in `rd_kafka_destroy` for commits to
+    /// an unreachable coordinator, up to `session.timeout.ms`.
+    pub(crate) fn destroy_without_waiting(&self) {
         self.destroy_flags
             .fetch_or(ll::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE, Ordering::Relaxed);
+        self.destroy_in_background.store(true, Ordering::Relaxed);
     }
 }
 
 impl Drop for NativeClient {
     fn drop(&mut self) {
-        let flags = self.destroy_flags.load(Ordering::Relaxed);
-        // SAFETY: self owns the handle. Every queue of this client holds an
-        // Arc of it, so none is left; events and messages borrow a queue
-        // or the client that owns them.
-        unsafe { ll::rd_kafka_destroy_flags(self.as_ptr(), flags) };
+        let handle = DestroyHandle {
+            raw: self.raw,
+            flags: self.destroy_flags.load(Ordering::Relaxed),
+        };
+        if !self.destroy_in_background.load(Ordering::Relaxed) {
+            handle.destroy();
+            return;
+        }
+
+        let spawned = thread::Builder::new()
+            .name("rdkafka-destroy".to_owned())
+            .spawn(move || handle.destroy());
+        if let Err(error) = spawned {
+            log::error!("failed to start a thread to destroy a Kafka client ({error}); leaking it");
+        }
+    }
+}
+
+/// A client handle on its way to `rd_kafka_destroy_flags`.
+struct DestroyHandle {
+    raw: NonNull<ll::rd_kafka_t>,
+    flags: i32,
+}
+
+// SAFETY: the handle is moved to exactly one thread, which destroys it, and
+// librdkafka allows destroying a client from any thread.
+unsafe impl Send for DestroyHandle {}
+
+impl DestroyHandle {
+    fn destroy(self) {
+        // SAFETY: this is the only owner of the handle. Every queue of the
+        // client holds an Arc of its NativeClient, so none is left, and
+        // events and messages borrow a queue or the client that owns them.
+        unsafe { ll::rd_kafka_destroy_flags(self.raw.as_ptr(), self.flags) };
     }
 }
 

@@ -259,8 +259,14 @@ impl Producer {
     /// Failures known at once create no future and hand the record back:
     /// an invalid topic name, a full local queue ([`ErrorCode::QUEUE_FULL`],
     /// see [`send_wait`](Self::send_wait)), a message over
-    /// `message.max.bytes` ([`ErrorCode::MESSAGE_SIZE_TOO_LARGE`]), an
-    /// unknown partition, a fatal error, or a closed producer.
+    /// `message.max.bytes` ([`ErrorCode::MESSAGE_SIZE_TOO_LARGE`]), a
+    /// partition that the topic's metadata, once known, does not list, a
+    /// fatal error, or a closed producer. Before the metadata arrives, a
+    /// send to a missing partition returns a future that fails with
+    /// [`ErrorCode::UNKNOWN_PARTITION`].
+    // The error hands the record back by value, without an allocation; the
+    // large result is written in place in the caller's frame.
+    #[allow(clippy::result_large_err)]
     pub fn send<'a>(&self, mut record: Record<'a>) -> Result<DeliveryFuture, SendError<'a>> {
         let topic = match record.c_topic() {
             Ok(topic) => topic,
@@ -313,6 +319,7 @@ impl Producer {
     ///
     /// As [`send`](Self::send); [`ErrorCode::QUEUE_FULL`] when the queue is
     /// still full after `timeout`.
+    #[allow(clippy::result_large_err)]
     pub fn send_wait<'a>(&self, record: Record<'a>, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
         let deadline = Instant::now().checked_add(timeout);
         let mut record = record;
@@ -376,6 +383,12 @@ impl Producer {
         } else {
             Err(Error::kafka("purge", code))
         }
+    }
+
+    /// Sets how long dropping the producer waits for outstanding deliveries
+    /// before it purges the rest, replacing the builder's close timeout.
+    pub fn set_close_timeout(&mut self, timeout: Duration) {
+        self.close_timeout = timeout;
     }
 
     /// Returns the number of sent messages whose futures are not yet resolved.

@@ -27,11 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka_hl::{AdminClient, Config, MockCluster};
 
-/// The environment variable that holds the real broker's bootstrap servers.
+/// The environment variable that contains the real broker's bootstrap servers.
 pub const BOOTSTRAP_SERVERS_VAR: &str = "KAFKA_BOOTSTRAP_SERVERS";
 
-/// Default bound for one wait on the cluster: a delivery, a commit, all
-/// messages of a scenario.
+/// Default bound for one wait on the cluster, such as a delivery, a commit
+/// or all messages of a scenario.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Returns the real broker's bootstrap servers from `KAFKA_BOOTSTRAP_SERVERS`.
@@ -44,6 +44,7 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The notice goes straight to the process's stderr rather than through
 /// `eprintln!`, because the test harness captures `eprintln!` output of
 /// passing tests and the skip would go unnoticed.
+#[track_caller]
 pub fn real_broker() -> Option<String> {
     let servers = std::env::var(BOOTSTRAP_SERVERS_VAR).unwrap_or_default();
     if !servers.trim().is_empty() {
@@ -62,18 +63,18 @@ pub fn real_broker() -> Option<String> {
     }
 
     let notice = format!(
-        "skipping {test}: it needs a real Kafka broker and {BOOTSTRAP_SERVERS_VAR} is not set. \
+        "skipping {test} because it needs a real Kafka broker and {BOOTSTRAP_SERVERS_VAR} is not set. \
          Start one with `tests/broker/kafka.sh start` and set {BOOTSTRAP_SERVERS_VAR} to the \
          address it prints.\n"
     );
-    // Ignoring a failed write is fine: the notice is informational.
+    // A failed write is ignored because the notice is only informational.
     let _ = std::io::stderr().write_all(notice.as_bytes());
     None
 }
 
 /// Returns a name that no other test, test run or concurrent test process
-/// uses: `prefix`, the process id, a per-process counter and the current
-/// time in microseconds. The result contains only characters that Kafka
+/// uses, made of `prefix`, the process id, a per-process counter and the
+/// current time in microseconds. The result contains only characters that Kafka
 /// allows in topic and group names.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -109,13 +110,14 @@ impl Target {
         Target::Mock(start_mock_cluster())
     }
 
-    /// The real broker from `KAFKA_BOOTSTRAP_SERVERS`, or `None` when the
-    /// test is to be skipped (see [`real_broker`]).
+    /// Returns the real broker from `KAFKA_BOOTSTRAP_SERVERS`, or `None` when
+    /// the test is to be skipped (see [`real_broker`]).
+    #[track_caller]
     pub fn real_broker() -> Option<Self> {
         real_broker().map(Target::RealBroker)
     }
 
-    /// A short description for failure messages.
+    /// Returns the target's name for failure messages.
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Mock(_) => "mock cluster",
@@ -123,7 +125,7 @@ impl Target {
         }
     }
 
-    /// The `bootstrap.servers` value for clients of this target.
+    /// Returns the `bootstrap.servers` value for clients of this target.
     pub fn bootstrap_servers(&self) -> String {
         match self {
             Target::Mock(cluster) => cluster.bootstrap_servers(),
@@ -137,6 +139,32 @@ impl Target {
         Config::new()
             .set("bootstrap.servers", &servers)
             .unwrap_or_else(|error| panic!("invalid bootstrap.servers {servers:?}: {error}"))
+    }
+
+    /// Creates a consumer configuration for `group`, with `bootstrap.servers`
+    /// and `group.id` set.
+    ///
+    /// On the mock the session timeout is lowered to 3 s, with heartbeats
+    /// every 0.5 s. After a member leaves, librdkafka 2.12.1's mock cluster
+    /// keeps the group rebalancing for the session timeout minus one second
+    /// before it responds to the next JoinGroup. With the default 45 s timeout
+    /// that stalls every test that hands a group from one consumer to the
+    /// next. A real broker rejects session timeouts below its
+    /// `group.min.session.timeout.ms` (6 s by default), so it keeps the defaults.
+    pub fn group_config(&self, group: &str) -> Config {
+        let mut settings = vec![("group.id", group)];
+        if let Target::Mock(_) = self {
+            settings.push(("session.timeout.ms", "3000"));
+            settings.push(("heartbeat.interval.ms", "500"));
+        }
+
+        let mut config = self.config();
+        for (key, value) in settings {
+            config = config
+                .set(key, value)
+                .unwrap_or_else(|error| panic!("invalid consumer setting {key}={value}: {error}"));
+        }
+        config
     }
 
     /// Creates a topic with a unique name starting with `prefix`, with
@@ -185,18 +213,18 @@ impl Deadline {
         }
     }
 
-    /// The time left, zero once the deadline has passed.
+    /// Returns the time left, zero once the deadline has passed.
     pub fn remaining(&self) -> Duration {
         self.end.saturating_duration_since(Instant::now())
     }
 
-    /// Whether the deadline has passed.
+    /// Returns whether the deadline has passed.
     pub fn is_expired(&self) -> bool {
         Instant::now() >= self.end
     }
 
     /// Panics with the timeout, what was waited for and `progress`, which
-    /// says how far the wait got.
+    /// describes how far the wait got.
     #[track_caller]
     pub fn fail(&self, progress: impl Display) -> ! {
         panic!("timed out after {:?} waiting for {}; {progress}", self.timeout, self.what)
@@ -211,19 +239,25 @@ impl Deadline {
     }
 }
 
-/// Polls `condition` every 10 ms until it returns true, and panics with
-/// `what` and the output of `progress` when it is still false after `timeout`.
+/// Drops `value` on another thread and returns how long the drop took, or
+/// panics when it has not returned after `bound`. `what` names the value in
+/// the failure message.
+///
+/// A drop that never returns leaves its thread running, which does not keep
+/// the test process from exiting.
 #[track_caller]
-pub fn wait_until(
-    timeout: Duration,
-    what: &str,
-    mut condition: impl FnMut() -> bool,
-    progress: impl Fn() -> String,
-) {
-    let deadline = Deadline::after(timeout, what);
-    while !condition() {
-        deadline.check(&progress);
-        thread::sleep(Duration::from_millis(10));
+pub fn drop_within<T: Send + 'static>(value: T, bound: Duration, what: &str) -> Duration {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let started = Instant::now();
+        drop(value);
+        // The receiver is gone only after a timeout, which already failed.
+        let _ = sender.send(started.elapsed());
+    });
+
+    match receiver.recv_timeout(bound) {
+        Ok(elapsed) => elapsed,
+        Err(_) => panic!("timed out after {bound:?} waiting for the drop of {what} to return"),
     }
 }
 
@@ -263,8 +297,8 @@ pub fn block_on<F: Future>(future: F, timeout: Duration, what: &str) -> F::Outpu
         if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
             return output;
         }
-        // Park until the waker runs. park_timeout may also return early
-        // for no reason, so the flag decides whether to poll again.
+        // Park until the waker runs. park_timeout may also return
+        // spuriously, so the flag decides whether to poll again.
         while !waker_state.woken.swap(false, Ordering::Acquire) {
             deadline.check(|| "the future is still pending and its waker was not called".to_owned());
             thread::park_timeout(deadline.remaining());
