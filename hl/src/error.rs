@@ -202,6 +202,14 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// A call on the client's own event thread (from a waker or handler)
+    /// would wait for events that only that thread can deliver.
+    #[error("{operation} cannot wait on the client's event thread, which delivers what it waits for; call it from another thread")]
+    OnEventThread {
+        /// The call, such as `flush`.
+        operation: &'static str,
+    },
+
     /// The client was closed before the operation finished.
     #[error("{operation} did not finish: the client was closed")]
     Closed {

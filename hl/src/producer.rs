@@ -315,12 +315,19 @@ impl Producer {
     /// is full, waits for deliveries to free room, up to `timeout`. No lock
     /// is held while waiting.
     ///
+    /// On the producer's own event thread (in a waker), it does not wait,
+    /// because only that thread frees room.
+    ///
     /// # Errors
     ///
     /// As [`send`](Self::send); [`ErrorCode::QUEUE_FULL`] when the queue is
     /// still full after `timeout`.
     #[allow(clippy::result_large_err)]
     pub fn send_wait<'a>(&self, record: Record<'a>, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
+        // On the event thread no report can arrive while this call waits.
+        if self.events.is_current() {
+            return self.send(record);
+        }
         let deadline = Instant::now().checked_add(timeout);
         let mut record = record;
         loop {
@@ -347,8 +354,12 @@ impl Producer {
     /// # Errors
     ///
     /// [`Error::TimedOut`] when messages are still outstanding after
-    /// `timeout`.
+    /// `timeout`; [`Error::OnEventThread`] when called from a waker or
+    /// handler running on the producer's event thread.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
+        if self.events.is_current() {
+            return Err(Error::OnEventThread { operation: "flush" });
+        }
         let started = Instant::now();
         // SAFETY: the client is valid.
         let code = unsafe { ll::rd_kafka_flush(self.client.as_ptr(), timeout_ms(timeout)) };
@@ -431,10 +442,15 @@ impl Producer {
         }
         self.closed = true;
 
+        // On the event thread (the last handle dropped by a waker), no
+        // report can arrive while this waits, so it purges at once.
+        let on_event_thread = self.events.is_current();
         let flushed = self.flush(self.close_timeout);
         if flushed.is_err() {
             let _ = self.purge(PurgeScope::All);
-            self.pending.wait_until_empty(PURGE_REPORT_TIMEOUT);
+            if !on_event_thread {
+                self.pending.wait_until_empty(PURGE_REPORT_TIMEOUT);
+            }
         }
         self.events.stop();
 
