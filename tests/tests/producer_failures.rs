@@ -724,9 +724,9 @@ fn unknown_error_codes() {
 
         assert_eq!(code.raw(), raw, "raw value of ErrorCode::from_raw({raw})");
         assert!(!code.is_ok(), "ErrorCode::from_raw({raw}) is NO_ERROR");
-        let name = code.name().to_owned();
+        let name = code.name().into_owned();
         assert!(name.contains(&raw.to_string()), "name of code {raw}: {name:?}");
-        let description = code.description().to_owned();
+        let description = code.description().into_owned();
         assert!(
             description.contains(&raw.to_string()),
             "description of code {raw}: {description:?}"
@@ -744,26 +744,25 @@ fn unknown_error_codes() {
         }
         .to_string();
         assert!(
-            text.contains(&name),
+            text.contains(name.as_str()),
             "message of an Error::Kafka with code {raw}: {text:?}"
         );
     }
 }
 
-/// Checks that the `&'static str` that `ErrorCode::name` returns for an
-/// unknown code keeps its text when another unknown code is named on the
-/// same thread.
+/// Checks that the name `ErrorCode::name` returns for an unknown code keeps
+/// its text when another unknown code is named on the same thread.
 ///
 /// librdkafka 2.12.1 formats the names of unknown codes into one
 /// thread-local buffer (`static RD_TLS char ret[32]` in `rd_kafka_err2name`
 /// and `rd_kafka_err2str`), so the next unknown code overwrites the text,
-/// and the thread's exit frees it.
+/// and the thread's exit frees it; the name must not borrow that buffer.
 #[test]
 fn unknown_code_name_stable() {
     let first_name = ErrorCode::from_raw(-12345).name();
     let first_description = ErrorCode::from_raw(-12345).description();
-    let name_copy = first_name.to_owned();
-    let description_copy = first_description.to_owned();
+    let name_copy = first_name.clone().into_owned();
+    let description_copy = first_description.clone().into_owned();
 
     let _ = ErrorCode::from_raw(-678).name();
     let _ = ErrorCode::from_raw(-678).description();
