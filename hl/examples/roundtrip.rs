@@ -38,6 +38,9 @@ options:
 /// The name of the header that carries the message id.
 const ID_HEADER: &str = "message-id";
 
+/// How long a send waits for room in librdkafka's local queue.
+const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Length of the hexadecimal id at the start of each payload.
 const ID_WIDTH: usize = 16;
 
@@ -218,22 +221,19 @@ fn produce(options: &Options, servers: &str, topic: &str) -> Result<Vec<Delivery
     Ok(deliveries.into_iter().map(|delivery| delivery.expect("every id was sent")).collect())
 }
 
-/// Sends one message, waiting while librdkafka's local queue is full.
+/// Sends one message, waiting while librdkafka's local queue is full. The
+/// payload is owned, so librdkafka sends it without a copy.
 fn send_with_retry(producer: &Producer, topic: &str, id: u64, size: usize) -> Result<DeliveryFuture, String> {
     let key = key_for(id);
     let id_text = id.to_string();
-    let payload = payload_for(id, size);
-    let record = Record::to(topic).key(&key).value(&payload).header(ID_HEADER, &id_text);
+    let record = Record::to(topic)
+        .key(&key)
+        .value(payload_for(id, size))
+        .header(ID_HEADER, &id_text);
 
-    loop {
-        match producer.send(record.clone()) {
-            Ok(future) => return Ok(future),
-            Err(error) if error.code() == Some(ErrorCode::QUEUE_FULL) => {
-                thread::sleep(Duration::from_millis(1));
-            }
-            Err(error) => return Err(format!("failed to send message {id}: {error}")),
-        }
-    }
+    producer
+        .send_wait(record, SEND_QUEUE_TIMEOUT)
+        .map_err(|error| format!("failed to send message {id}: {error}"))
 }
 
 /// Reads every message back, checks it, and commits. Returns the count.

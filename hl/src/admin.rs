@@ -56,11 +56,23 @@ impl AdminClient {
     /// [`Error::Kafka`] with the broker's code for that topic, such as
     /// [`ErrorCode::TOPIC_ALREADY_EXISTS`]; [`Error::TimedOut`] when no
     /// result arrived in time.
-    pub fn create_topic(
+    pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i32, timeout: Duration) -> Result<()> {
+        self.create_topic_with_configs(name, partitions, replication_factor, &[], timeout)
+    }
+
+    /// Creates a topic with topic-level configuration entries, such as
+    /// `("max.message.bytes", "1000")`, and waits up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_topic`](Self::create_topic); [`Error::InvalidArgument`]
+    /// for an entry with a NUL byte.
+    pub fn create_topic_with_configs(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i32,
+        configs: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<()> {
         let c_name = CString::new(name).map_err(|_| Error::InvalidArgument {
@@ -79,6 +91,9 @@ impl AdminClient {
             value: name.to_owned(),
             reason: "librdkafka rejected its partition count or replication factor",
         })?);
+        for (key, value) in configs {
+            new_topic.set_config(key, value)?;
+        }
         let options = AdminOptions::new(&self.client, ll::RD_KAFKA_ADMIN_OP_CREATETOPICS, timeout)?;
 
         let queue = NativeQueue::new(&self.client);
@@ -112,7 +127,7 @@ impl AdminClient {
                 let message = optional_c_string(ll::rd_kafka_topic_result_error_string(first));
                 (code != ll::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| {
                     let code = ErrorCode::from_raw(code);
-                    KafkaError::with_message(code, message.unwrap_or_else(|| code.description().to_owned()))
+                    KafkaError::with_message(code, message.unwrap_or_else(|| code.description().into_owned()))
                 })
             }
         };
@@ -131,6 +146,26 @@ impl std::fmt::Debug for AdminClient {
 
 /// An owned `rd_kafka_NewTopic_t`.
 struct NewTopic(NonNull<ll::rd_kafka_NewTopic_t>);
+
+impl NewTopic {
+    fn set_config(&self, key: &str, value: &str) -> Result<()> {
+        let invalid = || Error::InvalidArgument {
+            what: "topic config entry",
+            value: format!("{key}={value}"),
+            reason: "it contains a NUL byte",
+        };
+        let c_key = CString::new(key).map_err(|_| invalid())?;
+        let c_value = CString::new(value).map_err(|_| invalid())?;
+
+        // SAFETY: the object is owned by self; librdkafka copies the strings.
+        let code = unsafe { ll::rd_kafka_NewTopic_set_config(self.0.as_ptr(), c_key.as_ptr(), c_value.as_ptr()) };
+        if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(Error::kafka("set topic config", code))
+        }
+    }
+}
 
 impl Drop for NewTopic {
     fn drop(&mut self) {

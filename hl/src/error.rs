@@ -1,7 +1,10 @@
 //! Errors of this crate.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rdkafka_ll as ll;
@@ -38,6 +41,10 @@ impl ErrorCode {
     pub const UNKNOWN_PARTITION: Self = Self(ll::RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION);
     /// The topic already exists (`TOPIC_ALREADY_EXISTS`).
     pub const TOPIC_ALREADY_EXISTS: Self = Self(ll::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
+    /// The client hit a fatal error and cannot go on (`_FATAL`).
+    pub const FATAL: Self = Self(ll::RD_KAFKA_RESP_ERR__FATAL);
+    /// An argument passed to librdkafka was invalid (`_INVALID_ARG`).
+    pub const INVALID_ARGUMENT: Self = Self(ll::RD_KAFKA_RESP_ERR__INVALID_ARG);
     /// A local operation timed out (`_TIMED_OUT`).
     pub const TIMED_OUT: Self = Self(ll::RD_KAFKA_RESP_ERR__TIMED_OUT);
 
@@ -51,27 +58,68 @@ impl ErrorCode {
         self.0
     }
 
-    /// The code's librdkafka name without the `RD_KAFKA_RESP_ERR_` prefix,
-    /// such as `_QUEUE_FULL` or `UNKNOWN_TOPIC_OR_PART`.
-    pub fn name(self) -> &'static str {
-        // SAFETY: rd_kafka_err2name accepts any code and returns a static
-        // NUL-terminated string (librdkafka formats unknown codes into a
-        // static buffer it never frees).
-        let name = unsafe { CStr::from_ptr(ll::rd_kafka_err2name(self.0)) };
-        name.to_str().unwrap_or("?")
+    /// Returns the code's librdkafka name without the `RD_KAFKA_RESP_ERR_`
+    /// prefix, such as `_QUEUE_FULL` or `UNKNOWN_TOPIC_OR_PART`, or
+    /// `ERR_<code>?` for a code this librdkafka does not know.
+    pub fn name(self) -> Cow<'static, str> {
+        match known_codes().get(&self.0) {
+            Some(&(name, _)) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("ERR_{}?", self.0)),
+        }
     }
 
-    /// librdkafka's human-readable description of the code.
-    pub fn description(self) -> &'static str {
-        // SAFETY: as for rd_kafka_err2name, the string is static.
-        let text = unsafe { CStr::from_ptr(ll::rd_kafka_err2str(self.0)) };
-        text.to_str().unwrap_or("?")
+    /// Returns librdkafka's human-readable description of the code.
+    pub fn description(self) -> Cow<'static, str> {
+        match known_codes().get(&self.0) {
+            Some(&(_, description)) => Cow::Borrowed(description),
+            None => Cow::Owned(format!("Unknown error code {}", self.0)),
+        }
     }
 
     /// Whether this is the absence of an error (`NO_ERROR`).
     pub const fn is_ok(self) -> bool {
         self.0 == ll::RD_KAFKA_RESP_ERR_NO_ERROR
     }
+}
+
+/// librdkafka's table of error codes: name and description by code.
+///
+/// `rd_kafka_err2name` and `rd_kafka_err2str` cannot be used instead,
+/// because for codes missing from the table they format into one
+/// thread-local buffer, which the next call overwrites (librdkafka 2.12.1).
+fn known_codes() -> &'static HashMap<i32, (&'static str, &'static str)> {
+    static CODES: OnceLock<HashMap<i32, (&'static str, &'static str)>> = OnceLock::new();
+    CODES.get_or_init(|| {
+        let mut table: *const ll::rd_kafka_err_desc = std::ptr::null();
+        let mut count = 0usize;
+        // SAFETY: the out-pointers are valid; librdkafka returns its static
+        // table, which lives as long as the process.
+        unsafe { ll::rd_kafka_get_err_descs(&mut table, &mut count) };
+        if table.is_null() {
+            return HashMap::new();
+        }
+
+        // SAFETY: the table has `count` entries and is never freed.
+        let entries = unsafe { std::slice::from_raw_parts(table, count) };
+        entries
+            .iter()
+            .filter(|entry| !entry.name.is_null())
+            .map(|entry| {
+                // SAFETY: the strings of the static table are NUL-terminated
+                // and never freed; a NULL description is read as empty.
+                let (name, description) = unsafe {
+                    let name = CStr::from_ptr(entry.name).to_str().unwrap_or("?");
+                    let description = if entry.desc.is_null() {
+                        ""
+                    } else {
+                        CStr::from_ptr(entry.desc).to_str().unwrap_or("?")
+                    };
+                    (name, description)
+                };
+                (entry.code, (name, description))
+            })
+            .collect()
+    })
 }
 
 impl fmt::Debug for ErrorCode {
@@ -82,7 +130,7 @@ impl fmt::Debug for ErrorCode {
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
@@ -98,6 +146,8 @@ pub struct KafkaError {
     pub fatal: bool,
     /// Whether the same operation may succeed if retried.
     pub retriable: bool,
+    /// Whether the current transaction must be aborted.
+    pub transaction_requires_abort: bool,
 }
 
 impl KafkaError {
@@ -105,9 +155,10 @@ impl KafkaError {
     pub fn from_code(code: ErrorCode) -> Self {
         Self {
             code,
-            message: code.description().to_owned(),
-            fatal: false,
+            message: code.description().into_owned(),
+            fatal: code.raw() == ll::RD_KAFKA_RESP_ERR__FATAL,
             retriable: false,
+            transaction_requires_abort: false,
         }
     }
 
@@ -177,6 +228,15 @@ pub enum Error {
         error: KafkaError,
     },
 
+    /// A serializer failed or panicked, so nothing was sent.
+    #[error("failed to serialize the {part}: {reason}")]
+    Serialization {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The serializer's error, or its panic message.
+        reason: String,
+    },
+
     /// An operation did not finish within its timeout.
     #[error("timed out after {timeout:?} waiting for {operation}")]
     TimedOut {
@@ -184,6 +244,14 @@ pub enum Error {
         operation: &'static str,
         /// The timeout.
         timeout: Duration,
+    },
+
+    /// A call on the client's own event thread (from a waker or handler)
+    /// would wait for events that only that thread can deliver.
+    #[error("{operation} cannot wait on the client's event thread, which delivers what it waits for; call it from another thread")]
+    OnEventThread {
+        /// The call, such as `flush`.
+        operation: &'static str,
     },
 
     /// The client was closed before the operation finished.
@@ -201,6 +269,11 @@ impl Error {
             Error::Kafka { error, .. } => Some(error.code),
             _ => None,
         }
+    }
+
+    /// Whether the client that returned this error is unusable.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Kafka { error, .. } if error.fatal)
     }
 
     pub(crate) fn kafka(operation: &'static str, code: i32) -> Self {
@@ -228,6 +301,7 @@ pub(crate) unsafe fn take_rd_kafka_error(error: *mut ll::rd_kafka_error_t) -> Ka
                 .into_owned(),
             fatal: ll::rd_kafka_error_is_fatal(error) != 0,
             retriable: ll::rd_kafka_error_is_retriable(error) != 0,
+            transaction_requires_abort: ll::rd_kafka_error_txn_requires_abort(error) != 0,
         }
     };
 

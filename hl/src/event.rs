@@ -68,13 +68,16 @@ impl EventThread {
         })
     }
 
+    /// Returns whether the caller runs on this event thread, as a waker or
+    /// error handler does.
+    pub(crate) fn is_current(&self) -> bool {
+        thread::current().id() == self.thread_id
+    }
+
     /// Stops the thread and waits for it to finish its current event.
     ///
     /// Called on the event thread itself (a client dropped from a waker),
     /// it only sets the stop flag, because joining would wait forever.
-    ///
-    /// NOTE: a producer dropped or flushed on its own event thread waits
-    /// out its timeouts, because no other thread serves its reports then.
     pub(crate) fn stop(&mut self) {
         self.stopping.store(true, Ordering::Release);
         self.queue.wake();
@@ -82,7 +85,7 @@ impl EventThread {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        if thread::current().id() == self.thread_id {
+        if self.is_current() {
             return;
         }
         if thread.join().is_err() {

@@ -10,6 +10,7 @@ use crate::completion::{Completion, CompletionFuture};
 use crate::error::{Error, Result};
 use crate::message::Timestamp;
 use crate::partitions::TopicPartitionOffset;
+use crate::payload::OwnedPayload;
 
 /// Where a message was stored: the result of a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +26,48 @@ pub struct Delivery {
 }
 
 /// The pending result of [`Producer::send`](crate::Producer::send).
-pub type DeliveryFuture = KafkaFuture<Delivery>;
+pub type DeliveryFuture = KafkaFuture<Delivery, DeliveryError>;
 
 /// The pending result of a commit: the committed offsets.
 pub type CommitFuture = KafkaFuture<Vec<TopicPartitionOffset>>;
 
-pub(crate) type Slot<T> = Arc<Completion<Result<T>>>;
+pub(crate) type Slot<T, E = Error> = Arc<Completion<Result<T, E>>>;
+
+/// A failed delivery: the error, and the key and value of the message when
+/// they were owned [`Payload`](crate::Payload)s, handed back for a retry.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct DeliveryError {
+    /// What went wrong.
+    pub error: Error,
+    /// The owned key of the message, if it had one.
+    pub key: Option<OwnedPayload>,
+    /// The owned value of the message, if it had one.
+    pub value: Option<OwnedPayload>,
+}
+
+impl DeliveryError {
+    /// Returns the librdkafka error code, for errors that have one.
+    pub fn code(&self) -> Option<crate::ErrorCode> {
+        self.error.code()
+    }
+}
+
+impl From<Error> for DeliveryError {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            key: None,
+            value: None,
+        }
+    }
+}
+
+impl From<DeliveryError> for Error {
+    fn from(error: DeliveryError) -> Self {
+        error.error
+    }
+}
 
 /// The pending result of an operation that librdkafka completes in the
 /// background, such as a delivery or a commit.
@@ -43,48 +80,51 @@ pub(crate) type Slot<T> = Arc<Completion<Result<T>>>;
 ///
 /// Dropping it does not cancel the operation.
 #[must_use = "dropping the future ignores whether the operation succeeded"]
-pub struct KafkaFuture<T> {
-    slot: Slot<T>,
+pub struct KafkaFuture<T, E = Error> {
+    slot: Slot<T, E>,
     operation: &'static str,
 }
 
-impl<T> KafkaFuture<T> {
-    pub(crate) fn new(slot: Slot<T>, operation: &'static str) -> Self {
+impl<T, E: From<Error>> KafkaFuture<T, E> {
+    pub(crate) fn new(slot: Slot<T, E>, operation: &'static str) -> Self {
         Self { slot, operation }
     }
 
     /// Blocks until the result arrives.
-    pub fn wait(self) -> Result<T> {
+    pub fn wait(self) -> Result<T, E> {
         let operation = self.operation;
         self.slot
             .wait(None)
-            .unwrap_or(Err(Error::Closed { operation }))
+            .unwrap_or_else(|| Err(Error::Closed { operation }.into()))
     }
 
     /// Blocks until the result arrives, or returns [`Error::TimedOut`] after
     /// `timeout`. The operation may still complete after a timeout.
-    pub fn wait_timeout(self, timeout: Duration) -> Result<T> {
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T, E> {
         let operation = self.operation;
         self.slot
             .wait(Some(timeout))
-            .unwrap_or(Err(Error::TimedOut { operation, timeout }))
+            .unwrap_or_else(|| Err(Error::TimedOut { operation, timeout }.into()))
     }
 
-    /// Whether the result has arrived, without blocking.
+}
+
+impl<T, E> KafkaFuture<T, E> {
+    /// Returns whether the result has arrived, without blocking.
     pub fn is_ready(&self) -> bool {
         self.slot.is_ready()
     }
 }
 
-impl<T> Future for KafkaFuture<T> {
-    type Output = Result<T>;
+impl<T, E> Future for KafkaFuture<T, E> {
+    type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut CompletionFuture(&self.slot)).poll(context)
     }
 }
 
-impl<T> std::fmt::Debug for KafkaFuture<T> {
+impl<T, E> std::fmt::Debug for KafkaFuture<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaFuture")
             .field("operation", &self.operation)

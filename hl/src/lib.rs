@@ -57,20 +57,24 @@ mod message;
 mod mock;
 mod native;
 mod partitions;
+mod payload;
 mod pending;
 mod producer;
 mod record;
+mod serialize;
 
 pub use admin::AdminClient;
 pub use config::Config;
 pub use consumer::{Consumer, DEFAULT_CONSUMER_CLOSE_TIMEOUT};
 pub use error::{Error, ErrorCode, KafkaError, Result};
-pub use future::{CommitFuture, Delivery, DeliveryFuture, KafkaFuture};
+pub use future::{CommitFuture, Delivery, DeliveryError, DeliveryFuture, KafkaFuture};
 pub use message::{Header, Message, OwnedMessage, Timestamp};
 pub use mock::MockCluster;
 pub use partitions::TopicPartitionOffset;
-pub use producer::{Producer, DEFAULT_CLOSE_TIMEOUT};
+pub use payload::{OwnedPayload, Payload};
+pub use producer::{Producer, ProducerBuilder, PurgeScope, SendError, DEFAULT_CLOSE_TIMEOUT};
 pub use record::Record;
+pub use serialize::{BytesSerializer, SerializingProducer, Serializer, StringSerializer};
 
 #[cfg(test)]
 mod tests {

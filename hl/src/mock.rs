@@ -89,11 +89,29 @@ impl MockCluster {
         let code = unsafe {
             ll::rd_kafka_mock_topic_create(self.cluster.as_ptr(), c_name.as_ptr(), partitions, replication_factor)
         };
-        if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
-            Ok(())
-        } else {
-            Err(Error::kafka("create mock topic", code))
-        }
+        check_mock(code, "create mock topic")
+    }
+
+    /// Takes broker `broker_id` (numbered from 1) down: it closes its
+    /// connections and refuses new ones until [`set_broker_up`](Self::set_broker_up).
+    pub fn set_broker_down(&self, broker_id: i32) -> Result<()> {
+        // SAFETY: the cluster is valid.
+        let code = unsafe { ll::rd_kafka_mock_broker_set_down(self.cluster.as_ptr(), broker_id) };
+        check_mock(code, "set mock broker down")
+    }
+
+    /// Brings broker `broker_id` back up.
+    pub fn set_broker_up(&self, broker_id: i32) -> Result<()> {
+        // SAFETY: the cluster is valid.
+        let code = unsafe { ll::rd_kafka_mock_broker_set_up(self.cluster.as_ptr(), broker_id) };
+        check_mock(code, "set mock broker up")
+    }
+
+    /// Returns the raw `rd_kafka_mock_cluster_t`, for the fault injection
+    /// functions of `rdkafka-ll` (`rd_kafka_mock_*`) that this type does
+    /// not wrap. It stays valid while `self` lives.
+    pub fn as_ptr(&self) -> *mut ll::rd_kafka_mock_cluster_t {
+        self.cluster.as_ptr()
     }
 
     /// Sets how long new consumer groups wait before their first rebalance
@@ -102,6 +120,14 @@ impl MockCluster {
         let milliseconds = crate::error::timeout_ms(delay);
         // SAFETY: the cluster is valid.
         unsafe { ll::rd_kafka_mock_group_initial_rebalance_delay_ms(self.cluster.as_ptr(), milliseconds) };
+    }
+}
+
+fn check_mock(code: ll::rd_kafka_resp_err_t, operation: &'static str) -> Result<()> {
+    if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(Error::kafka(operation, code))
     }
 }
 

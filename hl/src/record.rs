@@ -6,30 +6,35 @@ use std::ptr::NonNull;
 use rdkafka_ll as ll;
 
 use crate::error::{Error, Result};
+use crate::payload::{OwnedPayload, Payload};
 
 /// A message to send: topic, optional partition, key, value, headers and
-/// timestamp, borrowed from the caller. librdkafka copies the bytes when
-/// the record is sent.
+/// timestamp.
 ///
 /// A key or value that is never set is null, which Kafka keeps distinct
-/// from an empty one.
+/// from an empty one. Keys and values are [`Payload`]s: borrowed bytes are
+/// copied by librdkafka, owned ones (`Vec<u8>`, `String`, `Box<[u8]>`,
+/// `Arc<[u8]>`) are sent without a copy. Header names and values are always
+/// copied.
 ///
 /// ```
 /// use rdkafka_hl::Record;
 ///
+/// let body = br#"{"clicked":true}"#.to_vec();
 /// let record = Record::to("events")
 ///     .key("user-42")
-///     .value(b"{\"clicked\":true}")
+///     .value(body)
 ///     .header("source", "web")
 ///     .partition(3);
 /// assert_eq!(record.topic(), "events");
+/// assert_eq!(record.value_bytes(), Some(&br#"{"clicked":true}"#[..]));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
     topic: &'a str,
     partition: Option<i32>,
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
+    key: Option<Payload<'a>>,
+    value: Option<Payload<'a>>,
     headers: Vec<(&'a str, Option<&'a [u8]>)>,
     timestamp: Option<i64>,
 }
@@ -54,14 +59,14 @@ impl<'a> Record<'a> {
     }
 
     /// Sets the key.
-    pub fn key(mut self, key: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
-        self.key = Some(key.as_ref());
+    pub fn key(mut self, key: impl Into<Payload<'a>>) -> Self {
+        self.key = Some(key.into());
         self
     }
 
-    /// Sets the value (the payload).
-    pub fn value(mut self, value: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
-        self.value = Some(value.as_ref());
+    /// Sets the value (the message body).
+    pub fn value(mut self, value: impl Into<Payload<'a>>) -> Self {
+        self.value = Some(value.into());
         self
     }
 
@@ -84,9 +89,40 @@ impl<'a> Record<'a> {
         self
     }
 
-    /// The topic.
+    /// Returns the topic.
     pub fn topic(&self) -> &'a str {
         self.topic
+    }
+
+    /// Returns the partition, if one was chosen.
+    pub fn partition_number(&self) -> Option<i32> {
+        self.partition
+    }
+
+    /// Returns the key's bytes, or `None` for a null key.
+    pub fn key_bytes(&self) -> Option<&[u8]> {
+        self.key.as_ref().map(Payload::as_bytes)
+    }
+
+    /// Returns the value's bytes, or `None` for a null value.
+    pub fn value_bytes(&self) -> Option<&[u8]> {
+        self.value.as_ref().map(Payload::as_bytes)
+    }
+
+    /// Takes the owned key and value out of the record, leaving borrowed
+    /// ones (the caller still has those).
+    pub(crate) fn take_owned(&mut self) -> (Option<OwnedPayload>, Option<OwnedPayload>) {
+        (take_owned(&mut self.key), take_owned(&mut self.value))
+    }
+
+    /// Puts back what [`Record::take_owned`] took.
+    pub(crate) fn restore_owned(&mut self, key: Option<OwnedPayload>, value: Option<OwnedPayload>) {
+        if let Some(key) = key {
+            self.key = Some(Payload::Owned(key));
+        }
+        if let Some(value) = value {
+            self.value = Some(Payload::Owned(value));
+        }
     }
 
     /// The topic as a C string, rejecting names librdkafka cannot take.
@@ -110,11 +146,11 @@ impl<'a> Record<'a> {
         if let Some(partition) = self.partition {
             args.push(vu(ll::RD_KAFKA_VTYPE_PARTITION, ll::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition }));
         }
-        if let Some(key) = self.key {
-            args.push(memory_arg(ll::RD_KAFKA_VTYPE_KEY, key));
+        if let Some(key) = &self.key {
+            args.push(memory_arg(ll::RD_KAFKA_VTYPE_KEY, key.as_bytes()));
         }
-        if let Some(value) = self.value {
-            args.push(memory_arg(ll::RD_KAFKA_VTYPE_VALUE, value));
+        if let Some(value) = &self.value {
+            args.push(memory_arg(ll::RD_KAFKA_VTYPE_VALUE, value.as_bytes()));
         }
         if let Some(headers) = headers {
             let raw = headers.as_ptr();
@@ -123,10 +159,11 @@ impl<'a> Record<'a> {
         if let Some(timestamp) = self.timestamp {
             args.push(vu(ll::RD_KAFKA_VTYPE_TIMESTAMP, ll::rd_kafka_vu_s__bindgen_ty_1 { i64_: timestamp }));
         }
-        args.push(vu(
-            ll::RD_KAFKA_VTYPE_MSGFLAGS,
-            ll::rd_kafka_vu_s__bindgen_ty_1 { i: ll::RD_KAFKA_MSG_F_COPY },
-        ));
+        // An owned value is kept alive by the producer until its report, so
+        // librdkafka may point at it; a borrowed one must be copied.
+        let copy_value = !self.value.as_ref().is_some_and(Payload::is_owned);
+        let flags = if copy_value { ll::RD_KAFKA_MSG_F_COPY } else { 0 };
+        args.push(vu(ll::RD_KAFKA_VTYPE_MSGFLAGS, ll::rd_kafka_vu_s__bindgen_ty_1 { i: flags }));
         args
     }
 
@@ -140,6 +177,16 @@ impl<'a> Record<'a> {
             headers.add(name, *value);
         }
         Some(headers)
+    }
+}
+
+fn take_owned(payload: &mut Option<Payload<'_>>) -> Option<OwnedPayload> {
+    match payload.take() {
+        Some(Payload::Owned(owned)) => Some(owned),
+        borrowed => {
+            *payload = borrowed;
+            None
+        }
     }
 }
 
@@ -215,6 +262,18 @@ mod tests {
         let error = Record::to("").c_topic().unwrap_err();
 
         assert!(error.to_string().contains("empty"), "{error}");
+    }
+
+    #[test]
+    fn take_owned_leaves_borrowed_parts() {
+        let mut record = Record::to("t").key("borrowed").value(vec![1, 2]);
+
+        let (key, value) = record.take_owned();
+
+        assert_eq!(key, None);
+        assert_eq!(value.map(OwnedPayload::into_vec), Some(vec![1, 2]));
+        assert_eq!(record.key_bytes(), Some(&b"borrowed"[..]));
+        assert_eq!(record.value_bytes(), None);
     }
 
     #[test]

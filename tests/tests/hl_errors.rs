@@ -31,7 +31,7 @@ fn send_invalid_topic_rejected() {
     let cases = [("bad\0topic", "it contains a NUL byte"), ("", "it is empty")];
 
     for (topic, expected_reason) in cases {
-        let result = producer.send(Record::to(topic).key("k").value("v"));
+        let result = producer.send(Record::to(topic).key("k").value("v")).map_err(Error::from);
 
         match result {
             Err(Error::InvalidArgument { what, value, reason }) => {
@@ -75,7 +75,7 @@ fn send_unreachable_times_out() {
     let future = producer
         .send(Record::to("unreachable").value("lost"))
         .unwrap_or_else(|error| panic!("send failed before any delivery attempt: {error}"));
-    let result = future.wait_timeout(bound);
+    let result = future.wait_timeout(bound).map_err(Error::from);
     let elapsed = started.elapsed();
 
     match result {
@@ -160,7 +160,7 @@ fn producer_drop_resolves_futures() {
 
     for (id, future) in futures.into_iter().enumerate() {
         assert!(future.is_ready(), "the future of record {id} is still pending after the drop");
-        match future.wait_timeout(Duration::ZERO) {
+        match future.wait_timeout(Duration::ZERO).map_err(Error::from) {
             Err(Error::Kafka { operation, error }) => {
                 assert_eq!(error.code, ErrorCode::PURGE_QUEUE, "error code of record {id}: {error}");
                 assert_eq!(operation, "delivery", "operation in the error of record {id}");

@@ -246,7 +246,7 @@ fn send_share(producer: &Producer, topic: &str, first_id: usize, deadline: &Dead
 
     let mut deliveries = Vec::with_capacity(futures.len());
     for (id, future) in futures {
-        let delivery = match future.wait_timeout(deadline.remaining()) {
+        let delivery = match future.wait_timeout(deadline.remaining()).map_err(Error::from) {
             Ok(delivery) => delivery,
             Err(Error::TimedOut { .. }) => deadline.fail(format!("record {id} has no delivery result")),
             Err(error) => panic!("delivery of record {id} failed: {error}"),
