@@ -65,12 +65,17 @@ mod serialize;
 
 pub use admin::AdminClient;
 pub use config::Config;
-pub use consumer::{Consumer, DEFAULT_CONSUMER_CLOSE_TIMEOUT};
+pub use consumer::{
+    Consumer, ConsumerBuilder, ConsumerGroupMetadata, Messages, RebalanceListener, RebalanceProtocol, Recv,
+    DEFAULT_CONSUMER_CLOSE_TIMEOUT,
+};
 pub use error::{Error, ErrorCode, KafkaError, Result};
 pub use future::{CommitFuture, Delivery, DeliveryError, DeliveryFuture, KafkaFuture};
 pub use message::{Header, Message, OwnedMessage, Timestamp};
 pub use mock::MockCluster;
-pub use partitions::TopicPartitionOffset;
+pub use partitions::{
+    PartitionError, TopicPartition, TopicPartitionOffset, OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED,
+};
 pub use payload::{OwnedPayload, Payload};
 pub use producer::{Producer, ProducerBuilder, PurgeScope, SendError, DEFAULT_CLOSE_TIMEOUT};
 pub use record::Record;
