@@ -62,6 +62,7 @@ mod pending;
 mod producer;
 mod record;
 mod serialize;
+mod transaction;
 
 pub use admin::AdminClient;
 pub use config::Config;
@@ -79,6 +80,7 @@ pub use partitions::{
 pub use payload::{OwnedPayload, Payload};
 pub use producer::{Producer, ProducerBuilder, PurgeScope, SendError, DEFAULT_CLOSE_TIMEOUT};
 pub use record::Record;
+pub use transaction::Recovery;
 pub use serialize::{BytesSerializer, SerializingProducer, Serializer, StringSerializer};
 
 #[cfg(test)]

@@ -357,9 +357,7 @@ impl Producer {
     /// `timeout`; [`Error::OnEventThread`] when called from a waker or
     /// handler running on the producer's event thread.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        if self.events.is_current() {
-            return Err(Error::OnEventThread { operation: "flush" });
-        }
+        self.refuse_on_event_thread("flush")?;
         let started = Instant::now();
         // SAFETY: the client is valid.
         let code = unsafe { ll::rd_kafka_flush(self.client.as_ptr(), timeout_ms(timeout)) };
@@ -434,6 +432,20 @@ impl Producer {
     pub fn close(mut self, timeout: Duration) -> Result<()> {
         self.close_timeout = timeout;
         self.shut_down()
+    }
+
+    pub(crate) fn client_ptr(&self) -> *mut ll::rd_kafka_t {
+        self.client.as_ptr()
+    }
+
+    /// Fails a blocking call made on the producer's own event thread,
+    /// which would wait for reports that only that thread delivers.
+    pub(crate) fn refuse_on_event_thread(&self, operation: &'static str) -> Result<()> {
+        if self.events.is_current() {
+            Err(Error::OnEventThread { operation })
+        } else {
+            Ok(())
+        }
     }
 
     fn shut_down(&mut self) -> Result<()> {
