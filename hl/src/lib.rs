@@ -64,7 +64,10 @@ mod record;
 mod serialize;
 mod transaction;
 
-pub use admin::AdminClient;
+pub use admin::{
+    AdminClient, AdminOptions, BrokerMetadata, ClusterMetadata, NewPartitions, NewTopic, PartitionMetadata,
+    TopicMetadata, TopicResult,
+};
 pub use config::Config;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerGroupMetadata, Messages, RebalanceListener, RebalanceProtocol, Recv,
