@@ -127,7 +127,7 @@ impl AdminClient {
                 let message = optional_c_string(ll::rd_kafka_topic_result_error_string(first));
                 (code != ll::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| {
                     let code = ErrorCode::from_raw(code);
-                    KafkaError::with_message(code, message.unwrap_or_else(|| code.description().to_owned()))
+                    KafkaError::with_message(code, message.unwrap_or_else(|| code.description().into_owned()))
                 })
             }
         };
