@@ -2,6 +2,7 @@
 //! blocking or as a `Future`.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -31,24 +32,32 @@ impl<T> Completion<T> {
     /// Stores the result and wakes the waiter. The lock is released before
     /// waking, so a waker that runs code of its own cannot deadlock on it.
     /// Returns `false`, dropping `value`, when a result was already stored.
-    pub(crate) fn resolve(&self, value: T) -> bool {
-        let waker = {
-            let mut state = self.state.lock();
-            match &mut *state {
-                State::Waiting(waker) => {
-                    let waker = waker.take();
-                    *state = State::Ready(value);
-                    waker
-                }
-                State::Ready(_) | State::Taken => return false,
+    pub(crate) fn resolve(self: &Arc<Self>, value: T) -> bool {
+        match self.fill(value) {
+            Some(wakeup) => {
+                wakeup.wake();
+                true
             }
-        };
-
-        self.ready.notify_all();
-        if let Some(waker) = waker {
-            waker.wake();
+            None => false,
         }
-        true
+    }
+
+    /// Stores the result without waking the waiter yet; the returned
+    /// [`Wakeup`] does that. Returns `None`, dropping `value`, when a
+    /// result was already stored.
+    pub(crate) fn fill(self: &Arc<Self>, value: T) -> Option<Wakeup<T>> {
+        let mut state = self.state.lock();
+        match &mut *state {
+            State::Waiting(waker) => {
+                let waker = waker.take();
+                *state = State::Ready(value);
+                Some(Wakeup {
+                    completion: Arc::clone(self),
+                    waker,
+                })
+            }
+            State::Ready(_) | State::Taken => None,
+        }
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -87,6 +96,26 @@ impl<T> Completion<T> {
             }
             State::Ready(_) => Poll::Ready(take_ready(&mut state).expect("state is ready")),
             State::Taken => panic!("a Kafka completion future was polled after it returned Ready"),
+        }
+    }
+}
+
+/// The wake-up of a filled completion, for when no lock is held.
+pub(crate) struct Wakeup<T> {
+    completion: Arc<Completion<T>>,
+    waker: Option<Waker>,
+}
+
+impl<T> Wakeup<T> {
+    /// Wakes the blocking waiter and the future's waker.
+    pub(crate) fn wake(self) {
+        self.completion.ready.notify_all();
+        if let Some(waker) = self.waker {
+            // A waker is user code; its panic must not stop the event
+            // thread from waking the other completions of an event.
+            if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                log::error!("a waker panicked when its Kafka operation completed");
+            }
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Errors of this crate.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rdkafka_ll as ll;
@@ -55,27 +58,68 @@ impl ErrorCode {
         self.0
     }
 
-    /// The code's librdkafka name without the `RD_KAFKA_RESP_ERR_` prefix,
-    /// such as `_QUEUE_FULL` or `UNKNOWN_TOPIC_OR_PART`.
-    pub fn name(self) -> &'static str {
-        // SAFETY: rd_kafka_err2name accepts any code and returns a static
-        // NUL-terminated string (librdkafka formats unknown codes into a
-        // static buffer it never frees).
-        let name = unsafe { CStr::from_ptr(ll::rd_kafka_err2name(self.0)) };
-        name.to_str().unwrap_or("?")
+    /// Returns the code's librdkafka name without the `RD_KAFKA_RESP_ERR_`
+    /// prefix, such as `_QUEUE_FULL` or `UNKNOWN_TOPIC_OR_PART`, or
+    /// `ERR_<code>?` for a code this librdkafka does not know.
+    pub fn name(self) -> Cow<'static, str> {
+        match known_codes().get(&self.0) {
+            Some(&(name, _)) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("ERR_{}?", self.0)),
+        }
     }
 
-    /// librdkafka's human-readable description of the code.
-    pub fn description(self) -> &'static str {
-        // SAFETY: as for rd_kafka_err2name, the string is static.
-        let text = unsafe { CStr::from_ptr(ll::rd_kafka_err2str(self.0)) };
-        text.to_str().unwrap_or("?")
+    /// Returns librdkafka's human-readable description of the code.
+    pub fn description(self) -> Cow<'static, str> {
+        match known_codes().get(&self.0) {
+            Some(&(_, description)) => Cow::Borrowed(description),
+            None => Cow::Owned(format!("Unknown error code {}", self.0)),
+        }
     }
 
     /// Whether this is the absence of an error (`NO_ERROR`).
     pub const fn is_ok(self) -> bool {
         self.0 == ll::RD_KAFKA_RESP_ERR_NO_ERROR
     }
+}
+
+/// librdkafka's table of error codes: name and description by code.
+///
+/// `rd_kafka_err2name` and `rd_kafka_err2str` cannot be used instead,
+/// because for codes missing from the table they format into one
+/// thread-local buffer, which the next call overwrites (librdkafka 2.12.1).
+fn known_codes() -> &'static HashMap<i32, (&'static str, &'static str)> {
+    static CODES: OnceLock<HashMap<i32, (&'static str, &'static str)>> = OnceLock::new();
+    CODES.get_or_init(|| {
+        let mut table: *const ll::rd_kafka_err_desc = std::ptr::null();
+        let mut count = 0usize;
+        // SAFETY: the out-pointers are valid; librdkafka returns its static
+        // table, which lives as long as the process.
+        unsafe { ll::rd_kafka_get_err_descs(&mut table, &mut count) };
+        if table.is_null() {
+            return HashMap::new();
+        }
+
+        // SAFETY: the table has `count` entries and is never freed.
+        let entries = unsafe { std::slice::from_raw_parts(table, count) };
+        entries
+            .iter()
+            .filter(|entry| !entry.name.is_null())
+            .map(|entry| {
+                // SAFETY: the strings of the static table are NUL-terminated
+                // and never freed; a NULL description is read as empty.
+                let (name, description) = unsafe {
+                    let name = CStr::from_ptr(entry.name).to_str().unwrap_or("?");
+                    let description = if entry.desc.is_null() {
+                        ""
+                    } else {
+                        CStr::from_ptr(entry.desc).to_str().unwrap_or("?")
+                    };
+                    (name, description)
+                };
+                (entry.code, (name, description))
+            })
+            .collect()
+    })
 }
 
 impl fmt::Debug for ErrorCode {
@@ -86,7 +130,7 @@ impl fmt::Debug for ErrorCode {
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
@@ -111,7 +155,7 @@ impl KafkaError {
     pub fn from_code(code: ErrorCode) -> Self {
         Self {
             code,
-            message: code.description().to_owned(),
+            message: code.description().into_owned(),
             fatal: code.raw() == ll::RD_KAFKA_RESP_ERR__FATAL,
             retriable: false,
             transaction_requires_abort: false,

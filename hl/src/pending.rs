@@ -41,6 +41,8 @@ struct Table<T> {
     slots: VecDeque<Option<T>>,
     /// How many slots hold a completion.
     count: usize,
+    /// How many completions were taken out but are not yet resolved.
+    resolving: usize,
     closed: bool,
     /// Incremented by `notify_progress`, so a waiter can tell whether
     /// progress happened since it last looked.
@@ -57,6 +59,7 @@ impl<T> Pending<T> {
                 first_id: 1,
                 slots: VecDeque::new(),
                 count: 0,
+                resolving: 0,
                 closed: false,
                 progress: 0,
                 progress_waiters: 0,
@@ -83,23 +86,38 @@ impl<T> Pending<T> {
     /// Removes and returns the completion with `id`, if it is still here.
     pub(crate) fn take(&self, id: u64) -> Option<T> {
         let mut table = self.table.lock();
-        let index = usize::try_from(id.checked_sub(table.first_id)?).ok()?;
-        let completion = table.slots.get_mut(index)?.take()?;
-
-        table.count -= 1;
-        while let Some(None) = table.slots.front() {
-            table.slots.pop_front();
-            table.first_id += 1;
-        }
-        if table.count == 0 {
+        let completion = table.remove(id)?;
+        if table.is_idle() {
             self.emptied.notify_all();
         }
         Some(completion)
     }
 
-    /// The number of completions still pending.
+    /// Removes and returns the completion with `id` for the caller to
+    /// resolve. Until the caller reports it with
+    /// [`Pending::finish_resolving`], it still counts as pending, so that
+    /// [`Pending::wait_until_empty`] returns only once it is resolved.
+    pub(crate) fn take_for_resolving(&self, id: u64) -> Option<T> {
+        let mut table = self.table.lock();
+        let completion = table.remove(id)?;
+        table.resolving += 1;
+        Some(completion)
+    }
+
+    /// Reports that `count` completions from
+    /// [`Pending::take_for_resolving`] are resolved.
+    pub(crate) fn finish_resolving(&self, count: usize) {
+        let mut table = self.table.lock();
+        table.resolving = table.resolving.saturating_sub(count);
+        if table.is_idle() {
+            self.emptied.notify_all();
+        }
+    }
+
+    /// Returns the number of completions not yet resolved.
     pub(crate) fn len(&self) -> usize {
-        self.table.lock().count
+        let table = self.table.lock();
+        table.count + table.resolving
     }
 
     /// Waits until no completion is pending. Returns whether that happened
@@ -107,11 +125,11 @@ impl<T> Pending<T> {
     pub(crate) fn wait_until_empty(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut table = self.table.lock();
-        while table.count > 0 {
+        while !table.is_idle() {
             match deadline {
                 Some(deadline) => {
                     if self.emptied.wait_until(&mut table, deadline).timed_out() {
-                        return table.count == 0;
+                        return table.is_idle();
                     }
                 }
                 None => self.emptied.wait(&mut table),
@@ -161,6 +179,24 @@ impl<T> Pending<T> {
         self.emptied.notify_all();
         self.progressed.notify_all();
         drained
+    }
+}
+
+impl<T> Table<T> {
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let index = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        let completion = self.slots.get_mut(index)?.take()?;
+
+        self.count -= 1;
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.first_id += 1;
+        }
+        Some(completion)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.count == 0 && self.resolving == 0
     }
 }
 
@@ -270,6 +306,20 @@ mod tests {
 
         assert_ne!(pending.progress(), seen, "returned before progress or timed out");
         notifier.join().unwrap();
+    }
+
+    #[test]
+    fn resolving_counts_until_finished() {
+        let pending = Pending::new();
+        let id = pending.register('a').unwrap();
+
+        assert_eq!(pending.take_for_resolving(id), Some('a'));
+        assert_eq!(pending.len(), 1);
+        assert!(!pending.wait_until_empty(Duration::from_millis(10)));
+
+        pending.finish_resolving(1);
+        assert_eq!(pending.len(), 0);
+        assert!(pending.wait_until_empty(Duration::ZERO));
     }
 
     #[test]

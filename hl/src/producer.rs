@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka_ll as ll;
 
-use crate::completion::Completion;
+use crate::completion::{Completion, Wakeup};
 use crate::config::Config;
 use crate::error::{take_rd_kafka_error, timeout_ms, Error, ErrorCode, KafkaError, Result};
 use crate::event::{handle_common_event, EventThread};
@@ -73,12 +73,20 @@ struct InFlight {
 
 impl InFlight {
     fn resolve(self, outcome: Result<Delivery>) {
+        if let Some(wakeup) = self.fill(outcome) {
+            wakeup.wake();
+        }
+    }
+
+    /// Stores the outcome, dropping the payloads or handing them back, and
+    /// returns the wake-up to run once no lock is held.
+    fn fill(self, outcome: Result<Delivery>) -> Option<Wakeup<Result<Delivery, DeliveryError>>> {
         let result = outcome.map_err(|error| DeliveryError {
             error,
             key: self.key,
             value: self.value,
         });
-        self.slot.resolve(result);
+        self.slot.fill(result)
     }
 }
 
@@ -524,7 +532,7 @@ fn handle_delivery_reports(pending: &Pending<InFlight>, event: NativeEvent) {
         let (id, outcome) = unsafe { delivery_outcome(message) };
 
         // Invariant 3: find the send by the id in the opaque.
-        match pending.take(id) {
+        match pending.take_for_resolving(id) {
             Some(in_flight) => resolved.push((in_flight, outcome)),
             None => log::error!("delivery report for unknown message id {id}"),
         }
@@ -533,10 +541,34 @@ fn handle_delivery_reports(pending: &Pending<InFlight>, event: NativeEvent) {
     // Destroying the event releases librdkafka's messages, which may point
     // into owned payloads, and frees room in its queue. Only then are the
     // payloads dropped or handed back and the futures woken (invariant 2).
+    // The sends count as pending until they are resolved, so that a flush
+    // returns only after every future is ready.
+    // The futures are filled first and woken after the table counts them
+    // as resolved, so a woken waiter never sees them as still in flight.
     drop(event);
     pending.notify_progress();
-    for (in_flight, outcome) in resolved {
-        in_flight.resolve(outcome);
+    let wakeups: Vec<_> = {
+        let _finished = FinishResolving { pending, count: resolved.len() };
+        resolved
+            .into_iter()
+            .filter_map(|(in_flight, outcome)| in_flight.fill(outcome))
+            .collect()
+    };
+    for wakeup in wakeups {
+        wakeup.wake();
+    }
+}
+
+/// Reports resolved sends to the table when dropped, also if a waker
+/// panics halfway.
+struct FinishResolving<'a> {
+    pending: &'a Pending<InFlight>,
+    count: usize,
+}
+
+impl Drop for FinishResolving<'_> {
+    fn drop(&mut self) {
+        self.pending.finish_resolving(self.count);
     }
 }
 
