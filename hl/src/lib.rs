@@ -50,6 +50,7 @@ mod admin;
 mod completion;
 mod config;
 mod consumer;
+mod deliveries;
 mod error;
 mod event;
 mod future;
@@ -62,6 +63,7 @@ mod pending;
 mod producer;
 mod record;
 mod serialize;
+mod topic_cache;
 mod transaction;
 
 pub use admin::{
@@ -74,7 +76,8 @@ pub use consumer::{
     DEFAULT_CONSUMER_CLOSE_TIMEOUT,
 };
 pub use error::{Error, ErrorCode, KafkaError, Result};
-pub use future::{CommitFuture, Delivery, DeliveryError, DeliveryFuture, KafkaFuture};
+pub use deliveries::{Delivery, DeliveryError, DeliveryFuture};
+pub use future::{CommitFuture, KafkaFuture};
 pub use message::{Header, Message, OwnedMessage, Timestamp};
 pub use mock::MockCluster;
 pub use partitions::{
