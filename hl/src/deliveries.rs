@@ -19,6 +19,10 @@
 //!    arrived and its future is done with it, so memory is bounded by the
 //!    sends in flight plus the results not yet read.
 
+// A delivery result is moved once, from the table to its future; boxing
+// the error would cost an allocation per failed delivery instead.
+#![allow(clippy::result_large_err)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -226,12 +230,12 @@ impl DeliveryTable {
                 State::Waiting(waker) => {
                     slot.state = State::Ready(outcome);
                     if outcome.code == 0 {
-                        applied.payloads.extend(slot.payloads.take());
+                        applied.payloads.extend(slot.payloads.take().map(|payloads| *payloads));
                     }
                     applied.wakers.extend(waker);
                 }
                 State::Orphaned => {
-                    applied.payloads.extend(slot.payloads.take());
+                    applied.payloads.extend(slot.payloads.take().map(|payloads| *payloads));
                     table.free.push(index as u32);
                 }
                 other @ (State::Free | State::Ready(_)) => {
@@ -269,7 +273,7 @@ impl DeliveryTable {
                     applied.wakers.extend(waker);
                 }
                 State::Orphaned => {
-                    applied.payloads.extend(slot.payloads.take());
+                    applied.payloads.extend(slot.payloads.take().map(|payloads| *payloads));
                     free.push(index as u32);
                 }
                 other => slot.state = other,
@@ -402,7 +406,7 @@ impl DeliveryTable {
 #[derive(Default)]
 pub(crate) struct Applied {
     wakers: Vec<Waker>,
-    payloads: Vec<Box<Payloads>>,
+    payloads: Vec<Payloads>,
     /// Reports whose id matched no waiting slot.
     pub(crate) unknown: usize,
 }

@@ -251,7 +251,7 @@ fn send_share(producer: &Producer, topic: &str, first_id: usize, deadline: &Dead
             Err(Error::TimedOut { .. }) => deadline.fail(format!("record {id} has no delivery result")),
             Err(error) => panic!("delivery of record {id} failed: {error}"),
         };
-        assert_eq!(&*delivery.topic, &*topic, "topic in the delivery of record {id}");
+        assert_eq!(&*delivery.topic, topic, "topic in the delivery of record {id}");
         deliveries.push((id, delivery));
     }
     deliveries
