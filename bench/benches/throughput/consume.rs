@@ -126,7 +126,13 @@ fn hl_stream(target: &Target, group: &str, messages: u64) -> Result<(Duration, D
     Ok(clock.stop())
 }
 
-fn hl_commit(target: &Target, group: &str, messages: u64) -> Result<((Duration, Duration), (Duration, Duration)), String> {
+/// Wall and CPU time of a measured section.
+type Times = (Duration, Duration);
+
+/// Median and 99th percentile of commit latency.
+type Latencies = (Duration, Duration);
+
+fn hl_commit(target: &Target, group: &str, messages: u64) -> Result<(Times, Latencies), String> {
     let clock = Stopwatch::start();
     let consumer = hl_consumer(target, group)?;
     let (sender, receiver) = mpsc::channel::<(Instant, rdkafka_hl::CommitFuture)>();
