@@ -79,7 +79,7 @@ pub use error::{Error, ErrorCode, KafkaError, Result};
 pub use deliveries::{Delivery, DeliveryError, DeliveryFuture};
 pub use future::{CommitFuture, KafkaFuture};
 pub use message::{Header, Message, OwnedMessage, Timestamp};
-pub use mock::MockCluster;
+pub use mock::{MockCluster, MAX_MOCK_PARTITIONS};
 pub use partitions::{
     PartitionError, TopicPartition, TopicPartitionOffset, OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED,
 };

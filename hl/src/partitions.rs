@@ -160,11 +160,15 @@ pub(crate) unsafe fn read_partition_list(
     if list.is_null() {
         return Vec::new();
     }
-    // SAFETY: the caller guarantees a valid list; `elems` has `cnt` entries.
-    let elements = unsafe {
-        let list = &*list;
-        std::slice::from_raw_parts(list.elems, usize::try_from(list.cnt).unwrap_or(0))
-    };
+    // SAFETY: the caller guarantees a valid list.
+    let list = unsafe { &*list };
+    // An empty list may have a NULL `elems`, which no slice may point to.
+    let count = usize::try_from(list.cnt).unwrap_or(0);
+    if count == 0 || list.elems.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `elems` is non-NULL and has `cnt` entries.
+    let elements = unsafe { std::slice::from_raw_parts(list.elems, count) };
 
     elements
         .iter()
@@ -230,6 +234,16 @@ mod tests {
         let entries: Vec<_> = read.iter().map(|(entry, _)| entry.clone()).collect();
         assert_eq!(entries, offsets);
         assert!(read.iter().all(|(_, error)| error.is_none()));
+    }
+
+    #[test]
+    fn empty_list_reads_as_empty() {
+        let list = NativePartitionList::from_offsets(&[]).unwrap();
+
+        // SAFETY: list is alive for the call.
+        let read = unsafe { read_partition_list(list.as_ptr()) };
+
+        assert!(read.is_empty());
     }
 
     #[test]

@@ -51,13 +51,19 @@ const QUEUE_SPACE_RECHECK: Duration = Duration::from_millis(50);
 type ErrorHandler = Box<dyn FnMut(&KafkaError) + Send>;
 
 /// A send that failed at once: the error, and the record handed back.
+/// Its message names the topic, the partition if one was chosen, and the
+/// value's size.
 #[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+#[error("{error} (topic {:?}{}, value of {} bytes)", record.topic(), partition_text(record.partition_number()), record.value_bytes().map_or(0, <[u8]>::len))]
 pub struct SendError<'a> {
     /// What went wrong.
     pub error: Error,
     /// The record, unchanged, for a retry.
     pub record: Record<'a>,
+}
+
+fn partition_text(partition: Option<i32>) -> String {
+    partition.map(|partition| format!(", partition {partition}")).unwrap_or_default()
 }
 
 impl SendError<'_> {
@@ -244,7 +250,10 @@ impl Producer {
             Ok(found) => found,
             Err(error) => return Err(SendError { error, record }),
         };
-        let headers = record.native_headers();
+        let headers = match record.native_headers() {
+            Ok(headers) => headers,
+            Err(error) => return Err(SendError { error, record }),
+        };
         let mut args = record.produce_args(headers.as_ref());
         args.push(vu(ll::RD_KAFKA_VTYPE_RKT, ll::rd_kafka_vu_s__bindgen_ty_1 { rkt: topic }));
 

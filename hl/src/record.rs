@@ -4,6 +4,7 @@ use std::ptr::NonNull;
 
 use rdkafka_ll as ll;
 
+use crate::error::{Error, Result};
 use crate::payload::{OwnedPayload, Payload};
 
 /// A message to send: topic, optional partition, key, value, headers and
@@ -153,15 +154,27 @@ impl<'a> Record<'a> {
     }
 
     /// Builds librdkafka's header list, if the record has headers.
-    pub(crate) fn native_headers(&self) -> Option<NativeHeaders> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a header name with a NUL byte, which
+    /// consumers would read as a shorter name.
+    pub(crate) fn native_headers(&self) -> Result<Option<NativeHeaders>> {
         if self.headers.is_empty() {
-            return None;
+            return Ok(None);
+        }
+        if let Some((name, _)) = self.headers.iter().find(|(name, _)| name.contains('\0')) {
+            return Err(Error::InvalidArgument {
+                what: "header name",
+                value: (*name).to_owned(),
+                reason: "it contains a NUL byte",
+            });
         }
         let headers = NativeHeaders::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             headers.add(name, *value);
         }
-        Some(headers)
+        Ok(Some(headers))
     }
 }
 

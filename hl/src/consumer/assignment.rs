@@ -50,11 +50,30 @@ impl Drop for ConsumerGroupMetadata {
 impl Consumer {
     /// Subscribes to topics, replacing the current subscription. Names
     /// starting with `^` are regular expressions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty list or an empty name;
+    /// [`Error::Kafka`] naming the topics when librdkafka rejects them (an
+    /// invalid regular expression, say) or when `group.id` is not set.
     pub fn subscribe(&self, topics: &[&str]) -> Result<()> {
+        let invalid = |value: String, reason| Error::InvalidArgument { what: "subscription", value, reason };
+        if topics.is_empty() {
+            return Err(invalid(String::new(), "it names no topic"));
+        }
+        if topics.iter().any(|topic| topic.is_empty()) {
+            return Err(invalid(format!("{topics:?}"), "it contains an empty topic name"));
+        }
         let list = NativePartitionList::from_topics(topics)?;
         // SAFETY: the client and the list are valid; librdkafka copies it.
         let code = unsafe { ll::rd_kafka_subscribe(self.client.as_ptr(), list.as_ptr()) };
-        check(code, "subscribe")
+        if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Ok(());
+        }
+        let code = crate::ErrorCode::from_raw(code);
+        let hint = if code.raw() == ll::RD_KAFKA_RESP_ERR__UNKNOWN_GROUP { "; set group.id to subscribe" } else { "" };
+        let message = format!("{} for topics {topics:?}{hint}", code.description());
+        Err(Error::Kafka { operation: "subscribe", error: crate::KafkaError::with_message(code, message) })
     }
 
     /// Drops the subscription and, with it, the assignment.

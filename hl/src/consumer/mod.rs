@@ -275,10 +275,11 @@ impl Consumer {
         }
         self.closed = true;
 
-        let deadline = Instant::now() + self.close_timeout;
+        // A timeout too large for an Instant means no deadline at all.
+        let deadline = Instant::now().checked_add(self.close_timeout);
         let closed = self.leave_group(deadline);
-        self.commits
-            .wait_until_empty(deadline.saturating_duration_since(Instant::now()));
+        let remaining = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+        self.commits.wait_until_empty(remaining);
         self.events.stop();
         self.wakers.stop(&self.messages);
 
@@ -300,7 +301,7 @@ impl Consumer {
 
     /// Leaves the group, serving the rebalance that closing causes.
     /// Returns whether librdkafka finished before `deadline`.
-    fn leave_group(&self, deadline: Instant) -> bool {
+    fn leave_group(&self, deadline: Option<Instant>) -> bool {
         let close_queue = NativeQueue::new(&self.client);
         // SAFETY: the client and queue are valid.
         let error = unsafe { ll::rd_kafka_consumer_close_queue(self.client.as_ptr(), close_queue.as_ptr()) };
@@ -317,7 +318,7 @@ impl Consumer {
             if unsafe { ll::rd_kafka_consumer_closed(self.client.as_ptr()) } != 0 {
                 return true;
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
             if remaining.is_zero() {
                 return false;
             }
