@@ -25,6 +25,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -125,8 +126,6 @@ struct Table {
     free: Vec<u32>,
     /// Slots in `Waiting` or `Orphaned`: sends without a report.
     unreported: usize,
-    /// Incremented by every applied report event, for `send_wait`.
-    progress: u64,
     closed: bool,
     /// Topic names by index, for [`Delivery::topic`].
     topics: Vec<Arc<str>>,
@@ -135,6 +134,9 @@ struct Table {
 /// The table of a producer's sends.
 pub(crate) struct DeliveryTable {
     table: Mutex<Table>,
+    /// Incremented, under the table's lock, by every applied report event,
+    /// so that `send_wait` can read it on every send without the lock.
+    progress: AtomicU64,
     /// Notified when reports are applied or the table closes.
     changed: Condvar,
 }
@@ -150,10 +152,10 @@ impl DeliveryTable {
                 slots: Vec::new(),
                 free: Vec::new(),
                 unreported: 0,
-                progress: 0,
                 closed: false,
                 topics: Vec::new(),
             }),
+            progress: AtomicU64::new(0),
             changed: Condvar::new(),
         })
     }
@@ -247,7 +249,7 @@ impl DeliveryTable {
             table.unreported -= 1;
         }
 
-        table.progress = table.progress.wrapping_add(1);
+        self.progress.fetch_add(1, Ordering::Release);
         drop(table);
         self.changed.notify_all();
         applied
@@ -310,7 +312,7 @@ impl DeliveryTable {
 
     /// Returns the progress count, for [`DeliveryTable::wait_for_progress`].
     pub(crate) fn progress(&self) -> u64 {
-        self.table.lock().progress
+        self.progress.load(Ordering::Acquire)
     }
 
     /// Waits until a report event was applied after `seen` was read, the
@@ -318,7 +320,7 @@ impl DeliveryTable {
     /// waiting.
     pub(crate) fn wait_for_progress(&self, seen: u64, deadline: Instant) {
         let mut table = self.table.lock();
-        while table.progress == seen && !table.closed {
+        while self.progress.load(Ordering::Acquire) == seen && !table.closed {
             if self.changed.wait_until(&mut table, deadline).timed_out() {
                 break;
             }
