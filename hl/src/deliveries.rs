@@ -545,3 +545,149 @@ impl std::fmt::Debug for DeliveryFuture {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(offset: i64) -> Outcome {
+        Outcome {
+            code: 0,
+            partition: 2,
+            offset,
+            timestamp: Timestamp::CreateTime(7),
+        }
+    }
+
+    fn failed(code: i32) -> Outcome {
+        Outcome {
+            code,
+            partition: -1,
+            offset: -1,
+            timestamp: Timestamp::NotAvailable,
+        }
+    }
+
+    fn owned(value: &[u8]) -> Option<Box<Payloads>> {
+        Some(Box::new((None, Some(OwnedPayload::Vec(value.to_vec())))))
+    }
+
+    #[test]
+    fn reports_resolve_by_id_in_any_order() {
+        let table = DeliveryTable::new();
+        let topic = table.topic_index("orders");
+        let ids: Vec<u64> = (0..3).map(|_| table.register(topic, None).unwrap()).collect();
+        let futures: Vec<DeliveryFuture> = ids.iter().map(|&id| DeliveryFuture::new(Arc::clone(&table), id)).collect();
+
+        table.apply(&[(ids[2], delivered(30)), (ids[0], delivered(10)), (ids[1], delivered(20))]).finish();
+
+        assert_eq!(table.unreported(), 0);
+        let offsets: Vec<i64> = futures.into_iter().map(|future| future.wait().unwrap().offset).collect();
+        assert_eq!(offsets, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn delivery_carries_topic_and_fields() {
+        let table = DeliveryTable::new();
+        let topic = table.topic_index("orders");
+        let id = table.register(topic, None).unwrap();
+        let future = DeliveryFuture::new(Arc::clone(&table), id);
+
+        table.apply(&[(id, delivered(5))]).finish();
+        let delivery = future.wait_timeout(Duration::ZERO).unwrap();
+
+        assert_eq!(&*delivery.topic, "orders");
+        assert_eq!(delivery.partition, 2);
+        assert_eq!(delivery.offset, 5);
+        assert_eq!(delivery.timestamp, Timestamp::CreateTime(7));
+    }
+
+    #[test]
+    fn failure_hands_owned_value_back() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, owned(b"payload")).unwrap();
+        let future = DeliveryFuture::new(Arc::clone(&table), id);
+
+        table.apply(&[(id, failed(ErrorCode::MESSAGE_TIMED_OUT.raw()))]).finish();
+        let error = future.wait().unwrap_err();
+
+        assert_eq!(error.code(), Some(ErrorCode::MESSAGE_TIMED_OUT));
+        assert_eq!(error.value.map(OwnedPayload::into_vec), Some(b"payload".to_vec()));
+    }
+
+    #[test]
+    fn close_resolves_unreported_as_closed() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, owned(b"kept")).unwrap();
+        let future = DeliveryFuture::new(Arc::clone(&table), id);
+
+        table.close().finish();
+
+        assert_eq!(table.unreported(), 0);
+        assert!(table.register(0, None).is_err());
+        let error = future.wait().unwrap_err();
+        assert!(matches!(error.error, Error::Closed { .. }), "{error:?}");
+        assert_eq!(error.value.map(OwnedPayload::into_vec), Some(b"kept".to_vec()));
+    }
+
+    #[test]
+    fn dropped_future_frees_slot_after_report() {
+        let table = DeliveryTable::new();
+        let first = table.register(0, None).unwrap();
+        drop(DeliveryFuture::new(Arc::clone(&table), first));
+
+        assert_eq!(table.unreported(), 1, "an orphaned send still awaits its report");
+        table.apply(&[(first, delivered(0))]).finish();
+        assert_eq!(table.unreported(), 0);
+
+        let second = table.register(0, None).unwrap();
+        assert_ne!(first, second, "a reused slot must get a new generation");
+        let applied = table.apply(&[(first, delivered(1))]);
+        assert_eq!(applied.unknown, 1, "a stale id must not resolve the new send");
+        applied.finish();
+        assert_eq!(table.unreported(), 1);
+    }
+
+    #[test]
+    fn unregister_returns_payloads() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, owned(b"back")).unwrap();
+
+        let payloads = table.unregister(id).expect("payloads of the failed send");
+
+        assert_eq!(payloads.1.map(OwnedPayload::into_vec), Some(b"back".to_vec()));
+        assert_eq!(table.unreported(), 0);
+        assert!(table.unregister(id).is_none());
+    }
+
+    #[test]
+    fn wait_timeout_expires_without_report() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let future = DeliveryFuture::new(Arc::clone(&table), id);
+
+        let error = future.wait_timeout(Duration::from_millis(10)).unwrap_err();
+
+        assert!(matches!(error.error, Error::TimedOut { .. }), "{error:?}");
+        assert!(!table.wait_until_reported(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn blocked_waiter_wakes_on_report() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let future = DeliveryFuture::new(Arc::clone(&table), id);
+        let reporter = {
+            let table = Arc::clone(&table);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                table.apply(&[(id, delivered(42))]).finish();
+            })
+        };
+
+        let delivery = future.wait_timeout(Duration::from_secs(10)).expect("timed out waiting for the report");
+
+        assert_eq!(delivery.offset, 42);
+        reporter.join().unwrap();
+    }
+}
