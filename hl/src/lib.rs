@@ -67,8 +67,12 @@ mod topic_cache;
 mod transaction;
 
 pub use admin::{
-    AdminClient, AdminOptions, BrokerMetadata, ClusterMetadata, NewPartitions, NewTopic, PartitionMetadata,
-    TopicMetadata, TopicResult,
+    AclBinding, AclBindingFilter, AclCreationResult, AclDeletionResult, AclOperation, AclPermissionType, AdminClient,
+    AdminOptions, AlterConfigOp, BrokerMetadata, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigResource,
+    ConfigResourceResult, ConfigSource, ConsumerGroupDescription, ConsumerGroupListing, ConsumerGroupListings,
+    ConsumerGroupState, ConsumerGroupType, DeletedAcl, GroupOffsets, GroupResult, IsolationLevel, ListedOffset,
+    MemberDescription, NewPartitions, NewTopic, Node, OffsetSpec, PartitionMetadata, PartitionResult, ResourceConfig,
+    ResourcePatternType, ResourceType, TopicMetadata, TopicResult,
 };
 pub use config::Config;
 pub use consumer::{

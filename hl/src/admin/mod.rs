@@ -8,7 +8,14 @@
 //! that gets no result (the client is dropped first) resolves with
 //! [`Error::Closed`].
 
+mod acls;
+mod cluster;
+mod configs;
+mod group_offsets;
+mod groups;
 mod metadata;
+mod records;
+mod results;
 mod topics;
 
 use std::ffi::c_char;
@@ -26,7 +33,20 @@ use crate::future::{KafkaFuture, Slot};
 use crate::native::{c_buffer_to_string, NativeClient, NativeEvent, NativeQueue};
 use crate::pending::Pending;
 
+pub use acls::{
+    AclBinding, AclBindingFilter, AclCreationResult, AclDeletionResult, AclOperation, AclPermissionType, DeletedAcl,
+    ResourcePatternType, ResourceType,
+};
+pub use cluster::{ClusterDescription, Node};
+pub use configs::{AlterConfigOp, ConfigEntry, ConfigResource, ConfigResourceResult, ConfigSource, ResourceConfig};
+pub use group_offsets::GroupOffsets;
+pub use groups::{
+    ConsumerGroupDescription, ConsumerGroupListing, ConsumerGroupListings, ConsumerGroupState, ConsumerGroupType,
+    GroupResult, MemberDescription,
+};
 pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
+pub use records::{IsolationLevel, ListedOffset, OffsetSpec};
+pub use results::PartitionResult;
 pub use topics::{NewPartitions, NewTopic, TopicResult};
 
 /// How much longer than the request timeout a blocking convenience call
