@@ -201,7 +201,7 @@ pub enum Error {
     /// librdkafka failed to create a client from a configuration.
     #[error("failed to create the Kafka {kind}: {reason}")]
     ClientCreation {
-        /// `producer` or `consumer`.
+        /// `producer`, `consumer`, `admin client` or `mock cluster`.
         kind: &'static str,
         /// librdkafka's message.
         reason: String,

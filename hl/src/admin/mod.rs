@@ -122,8 +122,10 @@ impl Default for AdminOptions {
 ///
 /// Each operation returns a [`KafkaFuture`] of its typed result, bounded by
 /// the request timeout of its [`AdminOptions`]; results that list items
-/// (topics, groups) carry an error per item. librdkafka's mock cluster does
-/// not implement admin requests, so this example needs a real broker:
+/// (topics, groups) carry an error per item. librdkafka's mock cluster
+/// implements only the offset requests (list offsets, and listing and
+/// altering group offsets), not topic creation, so this example needs a
+/// real broker:
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -147,6 +149,9 @@ impl AdminClient {
     /// Creates an admin client.
     pub fn new(mut config: Config) -> Result<Self> {
         config.set_in_place("log.queue", "true")?;
+        // The client is a producer inside, which would otherwise ask brokers
+        // with auto.create.topics.enable to create a topic it looks up.
+        config.set_in_place("allow.auto.create.topics", "false")?;
         let client = NativeClient::new(ll::RD_KAFKA_PRODUCER, config.into_native())
             .map(Arc::new)
             .map_err(|reason| Error::ClientCreation { kind: "admin client", reason })?;
