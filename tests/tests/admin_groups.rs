@@ -50,6 +50,39 @@ fn wait<T>(request: rdkafka_hl::Result<KafkaFuture<T>>, description: &str) -> T 
     }
 }
 
+/// Codes a fresh broker returns while it creates its internal topics or
+/// spreads the metadata of a new topic; the same request succeeds later.
+const TRANSIENT: [i32; 4] = [
+    ll::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+    ll::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+    ll::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+    ll::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+];
+
+/// Runs `request` until none of the codes `codes_of` returns is transient,
+/// for at most [`RESULT_WAIT`].
+fn wait_settled<T>(
+    description: &str,
+    mut request: impl FnMut() -> rdkafka_hl::Result<KafkaFuture<T>>,
+    codes_of: impl Fn(&T) -> Vec<Option<ErrorCode>>,
+) -> T {
+    let deadline = Deadline::after(RESULT_WAIT, format!("{description} to stop failing with transient errors"));
+    loop {
+        let result = wait(request(), description);
+        let transient = codes_of(&result)
+            .into_iter()
+            .flatten()
+            .any(|code| TRANSIENT.contains(&code.raw()));
+        if !transient {
+            return result;
+        }
+        if deadline.is_expired() {
+            deadline.fail(format!("last codes {:?}", codes_of(&result)));
+        }
+        std::thread::sleep(RETRY_INTERVAL);
+    }
+}
+
 fn code_of(error: &Option<KafkaError>) -> Option<ErrorCode> {
     error.as_ref().map(|error| error.code)
 }
@@ -277,7 +310,11 @@ fn missing_group_errors() {
         AdminClient::new(target.config()).unwrap_or_else(|error| panic!("failed to create an admin client: {error}"));
     let missing = unique_name("admin-missing-group");
 
-    let deleted = wait(admin.delete_groups(&[&missing], &options()), "delete a missing group");
+    let deleted = wait_settled(
+        "delete a missing group",
+        || admin.delete_groups(&[&missing], &options()),
+        |results| results.iter().map(|result| code_of(&result.error)).collect(),
+    );
     let outcome: Vec<_> = deleted.iter().map(|result| (result.group.as_str(), code_of(&result.error))).collect();
     assert_eq!(outcome, vec![(missing.as_str(), Some(GROUP_ID_NOT_FOUND))], "outcome of deleting a missing group");
 
@@ -316,8 +353,11 @@ fn simple_group_from_offsets() {
 
     // Committing offsets for a new group id creates a group without members.
     let offsets = [TopicPartitionOffset::new(&topic, 0, 2)];
-    let altered =
-        wait(admin.alter_consumer_group_offsets(&group, &offsets, &options()), "alter offsets of a new group");
+    let altered = wait_settled(
+        "alter offsets of a new group",
+        || admin.alter_consumer_group_offsets(&group, &offsets, &options()),
+        |altered| partition_errors(altered).into_iter().map(|(_, code)| code).collect(),
+    );
     assert_eq!(partition_outcome(&altered, &group, &topic), vec![(0, 2, None)], "offsets committed for the new group");
 
     let listings = wait(admin.list_consumer_groups(&options()), "list consumer groups");
