@@ -2,8 +2,8 @@
 //! futures that read it.
 //!
 //! This is the producer's side of the paired queue, specialised for volume:
-//! a send costs one slot of 48 bytes in a slab and a 16-byte future, with
-//! no allocation of its own, and a whole delivery-report event is applied
+//! a send costs one slot of 48 bytes in a slab and a 24-byte future, with
+//! no allocation of its own (unless it has owned payloads), and a whole delivery-report event is applied
 //! under one lock. The invariants:
 //!
 //! 1. A slot is taken ([`DeliveryTable::register`]) before
@@ -570,6 +570,13 @@ mod tests {
 
     fn owned(value: &[u8]) -> Option<Box<Payloads>> {
         Some(Box::new((None, Some(OwnedPayload::Vec(value.to_vec())))))
+    }
+
+    #[test]
+    fn slot_and_future_sizes() {
+        // The module documentation and BENCHMARKS.md state these sizes.
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(std::mem::size_of::<DeliveryFuture>(), 24);
     }
 
     #[test]
