@@ -27,12 +27,13 @@ payload.
 options:
   --brokers HOST:PORT[,...]  use this Kafka cluster (default: start librdkafka's
                              mock cluster with 3 brokers in this process)
-  --messages N               number of messages (default 100000)
-  --partitions P             partitions of the new topic (default 6)
-  --size BYTES               payload size in bytes, at least 16 (default 100)
-  --producers T              threads sending through one producer (default 2)
+  --messages N               number of messages, 1 to 100000000 (default 100000)
+  --partitions P             partitions of the new topic, 1 to 10000 (default 6)
+  --size BYTES               payload size in bytes, 16 to 100000000 (default 100)
+  --producers T              threads sending through one producer, 1 to 256 (default 2)
   --set KEY=VALUE            librdkafka property for both clients (repeatable)
-  --timeout SECONDS          limit for each phase: delivery, consumption (default 120)
+  --timeout SECONDS          limit for each phase: topic creation, delivery,
+                             consumption; 1 to 86400 (default 120)
   -h, --help                 print this help";
 
 /// The name of the header that carries the message id.
@@ -94,11 +95,11 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Option<Option
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--brokers" => options.brokers = Some(value()?),
-            "--messages" => options.messages = parse_number(&flag, &value()?, 1)?,
-            "--partitions" => options.partitions = parse_number(&flag, &value()?, 1)?,
-            "--size" => options.size = parse_number(&flag, &value()?, ID_WIDTH)?,
-            "--producers" => options.producers = parse_number(&flag, &value()?, 1)?,
-            "--timeout" => options.timeout = Duration::from_secs(parse_number(&flag, &value()?, 1)?),
+            "--messages" => options.messages = parse_number(&flag, &value()?, 1, 100_000_000)?,
+            "--partitions" => options.partitions = parse_number(&flag, &value()?, 1, 10_000)?,
+            "--size" => options.size = parse_number(&flag, &value()?, ID_WIDTH, 100_000_000)?,
+            "--producers" => options.producers = parse_number(&flag, &value()?, 1, 256)?,
+            "--timeout" => options.timeout = Duration::from_secs(parse_number(&flag, &value()?, 1, 86_400)?),
             "--set" => {
                 let pair = value()?;
                 let (key, value) = pair
@@ -109,16 +110,45 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Option<Option
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
+    check_options(&options)?;
     Ok(Some(options))
 }
 
-fn parse_number<T>(flag: &str, text: &str, minimum: T) -> Result<T, String>
+/// Rejects, before anything starts, what would make the run fail later.
+fn check_options(options: &Options) -> Result<(), String> {
+    // The properties must be valid for librdkafka.
+    base_config(options, "127.0.0.1:9092")?;
+
+    if options.properties.iter().any(|(key, value)| key == "acks" && value == "0") {
+        return Err("--set acks=0 is not supported: without acknowledgements, delivery reports carry no offset to verify".to_owned());
+    }
+
+    // librdkafka's mock cluster keeps at most 100,000 messages or 5 MiB per
+    // partition (librdkafka 2.12.1) and drops older ones, which would read
+    // back as missing messages.
+    if options.brokers.is_none() {
+        let partitions = options.partitions as u64;
+        let per_partition = options.messages.div_ceil(partitions);
+        let bytes_per_partition = per_partition * (options.size as u64 + 70);
+        if per_partition > 100_000 || bytes_per_partition > 5 * 1024 * 1024 {
+            return Err(format!(
+                "{} messages of {} bytes over {} partitions exceed what librdkafka's mock cluster keeps \
+                 (100,000 messages or 5 MiB per partition); use more --partitions, fewer --messages, \
+                 or a real cluster with --brokers",
+                options.messages, options.size, options.partitions
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_number<T>(flag: &str, text: &str, minimum: T, maximum: T) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
     match text.parse::<T>() {
-        Ok(number) if number >= minimum => Ok(number),
-        _ => Err(format!("{flag} takes a whole number of at least {minimum}, got {text:?}")),
+        Ok(number) if number >= minimum && number <= maximum => Ok(number),
+        _ => Err(format!("{flag} takes a whole number from {minimum} to {maximum}, got {text:?}")),
     }
 }
 
@@ -176,8 +206,8 @@ fn base_config(options: &Options, servers: &str) -> Result<Config, String> {
 fn create_topic_on_cluster(options: &Options, servers: &str, topic: &str) -> Result<(), String> {
     let admin = AdminClient::new(base_config(options, servers)?).map_err(describe)?;
     admin
-        .create_topic(topic, options.partitions, 1, Duration::from_secs(30))
-        .map_err(|error| format!("failed to create topic {topic}: {error}"))
+        .create_topic(topic, options.partitions, 1, options.timeout)
+        .map_err(|error| format!("failed to create topic {topic} on {servers}: {error} (is a broker listening there?)"))
 }
 
 /// Sends every message and waits for every delivery. Returns the delivery

@@ -91,6 +91,15 @@ impl Config {
                 errstr.len(),
             )
         };
+        if result == ll::RD_KAFKA_CONF_UNKNOWN {
+            // The value of an unknown key explains nothing and may be a
+            // secret under a misspelt name, so it is never shown.
+            return Err(Error::Config {
+                key: key.to_owned(),
+                value: "[hidden]".to_owned(),
+                reason: c_buffer_to_string(&errstr),
+            });
+        }
         if result != ll::RD_KAFKA_CONF_OK {
             return Err(reject(c_buffer_to_string(&errstr)));
         }
@@ -147,11 +156,34 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Whether a property's value is a secret that must not be shown.
+/// The properties that librdkafka 2.12.1 marks sensitive (`_RK_SENSITIVE`
+/// in rdkafka_conf.c), and the alias of one of them.
+const SENSITIVE: [&str; 14] = [
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.password",
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.client.credentials.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+];
+
+/// Whether a property's value is a secret that must not be shown: one that
+/// librdkafka marks sensitive, or any whose name suggests a secret, so that
+/// a misspelt or newer secret property is hidden too.
 fn is_secret(key: &str) -> bool {
-    key.contains("password")
-        || key.contains("secret")
-        || matches!(key, "sasl.oauthbearer.config" | "ssl.key.pem" | "ssl_key")
+    let key = key.to_ascii_lowercase();
+    SENSITIVE.contains(&key.as_str())
+        || ["password", "secret", "private.key", "passphrase", "token", "credential"]
+            .iter()
+            .any(|word| key.contains(word))
 }
 
 fn display_value<'a>(key: &str, value: &'a str) -> &'a str {
@@ -178,8 +210,22 @@ mod tests {
         let error = Config::new().set("no.such.property", "1").unwrap_err();
         let text = error.to_string();
 
-        assert!(text.contains("no.such.property=1"), "{text}");
+        assert!(text.contains("no.such.property=[hidden]"), "{text}");
         assert!(text.contains("No such configuration property"), "{text}");
+    }
+
+    #[test]
+    fn sensitive_properties_are_hidden() {
+        let misspelt = Config::new().set("sasl.pasword", "hunter2").unwrap_err();
+        let config = Config::new().set("sasl.username", "alice").unwrap();
+
+        assert!(!misspelt.to_string().contains("hunter2"), "{misspelt}");
+        assert!(!format!("{config:?}").contains("alice"), "{config:?}");
+        for key in SENSITIVE {
+            assert!(is_secret(key), "{key} is not treated as secret");
+        }
+        assert!(is_secret("SASL.PASSWORD"));
+        assert!(!is_secret("linger.ms"));
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub enum Error {
     /// librdkafka failed to create a client from a configuration.
     #[error("failed to create the Kafka {kind}: {reason}")]
     ClientCreation {
-        /// `producer` or `consumer`.
+        /// `producer`, `consumer`, `admin client` or `mock cluster`.
         kind: &'static str,
         /// librdkafka's message.
         reason: String,
@@ -237,6 +237,29 @@ pub enum Error {
         reason: String,
     },
 
+    /// A consumed message carried an error instead of data, such as the end
+    /// of a partition ([`ErrorCode::PARTITION_EOF`]).
+    #[error("consuming {topic} [{partition}] at offset {offset} failed: {error}")]
+    Consume {
+        /// The topic, or empty for client-wide errors.
+        topic: String,
+        /// The partition, or -1 for client-wide errors.
+        partition: i32,
+        /// The offset the error is about, or a negative value.
+        offset: i64,
+        /// The error.
+        error: KafkaError,
+    },
+
+    /// An operation failed for some partitions.
+    #[error("{operation} failed for {} partition(s), first {}", failed.len(), describe_first(failed))]
+    Partitions {
+        /// The operation, such as `commit` or `seek`.
+        operation: &'static str,
+        /// Each failed partition, with its error. Never empty.
+        failed: Vec<crate::PartitionError>,
+    },
+
     /// An operation did not finish within its timeout.
     #[error("timed out after {timeout:?} waiting for {operation}")]
     TimedOut {
@@ -266,7 +289,8 @@ impl Error {
     /// The librdkafka error code, for errors that have one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Kafka { error, .. } => Some(error.code),
+            Error::Kafka { error, .. } | Error::Consume { error, .. } => Some(error.code),
+            Error::Partitions { failed, .. } => failed.first().map(|entry| entry.error.code),
             _ => None,
         }
     }
@@ -282,6 +306,13 @@ impl Error {
             error: KafkaError::from_code(ErrorCode(code)),
         }
     }
+}
+
+fn describe_first(failed: &[crate::PartitionError]) -> String {
+    failed
+        .first()
+        .map(|entry| format!("{} [{}]: {}", entry.topic, entry.partition, entry.error))
+        .unwrap_or_default()
 }
 
 /// Converts an owned `rd_kafka_error_t` into a [`KafkaError`] and destroys it.

@@ -1,11 +1,13 @@
 //! The background thread that drains a client's librdkafka event queue.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
 
 use rdkafka_ll as ll;
 
@@ -144,7 +146,42 @@ fn forward_log(event: &NativeEvent) {
         5 | 6 => log::Level::Info,
         _ => log::Level::Debug,
     };
-    log::log!(target: "librdkafka", level, "{facility}: {text}");
+    let line = format!("{facility}: {text}");
+    if let Some(repeats) = REPEATS.with(|repeats| repeats.borrow_mut().note(&line)) {
+        if repeats > 0 {
+            log::log!(target: "librdkafka", level, "(the previous line repeated {repeats} more times)");
+        }
+        log::log!(target: "librdkafka", level, "{line}");
+    }
+}
+
+/// How long an identical log line is counted instead of logged again.
+const REPEAT_WINDOW: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Repeats of the last log line of this event thread. librdkafka logs
+    /// some conditions, such as all brokers being down, many times a second.
+    static REPEATS: RefCell<RepeatCounter> = const { RefCell::new(RepeatCounter { last: None, repeats: 0 }) };
+}
+
+struct RepeatCounter {
+    last: Option<(String, Instant)>,
+    repeats: u64,
+}
+
+impl RepeatCounter {
+    /// Returns `None` when `line` repeats the last line within the window,
+    /// else the number of repeats of the previous line not yet reported.
+    fn note(&mut self, line: &str) -> Option<u64> {
+        if let Some((last, since)) = &self.last {
+            if last == line && since.elapsed() < REPEAT_WINDOW {
+                self.repeats += 1;
+                return None;
+            }
+        }
+        self.last = Some((line.to_owned(), Instant::now()));
+        Some(std::mem::take(&mut self.repeats))
+    }
 }
 
 fn log_error_event(event: &NativeEvent) {

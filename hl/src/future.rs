@@ -8,69 +8,15 @@ use std::time::Duration;
 
 use crate::completion::{Completion, CompletionFuture};
 use crate::error::{Error, Result};
-use crate::message::Timestamp;
 use crate::partitions::TopicPartitionOffset;
-use crate::payload::OwnedPayload;
-
-/// Where a message was stored: the result of a successful send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The topic.
-    pub topic: String,
-    /// The partition the message was written to.
-    pub partition: i32,
-    /// The message's offset in that partition.
-    pub offset: i64,
-    /// The message timestamp.
-    pub timestamp: Timestamp,
-}
-
-/// The pending result of [`Producer::send`](crate::Producer::send).
-pub type DeliveryFuture = KafkaFuture<Delivery, DeliveryError>;
 
 /// The pending result of a commit: the committed offsets.
 pub type CommitFuture = KafkaFuture<Vec<TopicPartitionOffset>>;
 
 pub(crate) type Slot<T, E = Error> = Arc<Completion<Result<T, E>>>;
 
-/// A failed delivery: the error, and the key and value of the message when
-/// they were owned [`Payload`](crate::Payload)s, handed back for a retry.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct DeliveryError {
-    /// What went wrong.
-    pub error: Error,
-    /// The owned key of the message, if it had one.
-    pub key: Option<OwnedPayload>,
-    /// The owned value of the message, if it had one.
-    pub value: Option<OwnedPayload>,
-}
-
-impl DeliveryError {
-    /// Returns the librdkafka error code, for errors that have one.
-    pub fn code(&self) -> Option<crate::ErrorCode> {
-        self.error.code()
-    }
-}
-
-impl From<Error> for DeliveryError {
-    fn from(error: Error) -> Self {
-        Self {
-            error,
-            key: None,
-            value: None,
-        }
-    }
-}
-
-impl From<DeliveryError> for Error {
-    fn from(error: DeliveryError) -> Self {
-        error.error
-    }
-}
-
 /// The pending result of an operation that librdkafka completes in the
-/// background, such as a delivery or a commit.
+/// background, such as a commit or an admin request.
 ///
 /// The client's event thread resolves it exactly once: with the result,
 /// with an error when the operation fails, or with [`Error::Closed`] when

@@ -50,6 +50,7 @@ mod admin;
 mod completion;
 mod config;
 mod consumer;
+mod deliveries;
 mod error;
 mod event;
 mod future;
@@ -62,18 +63,34 @@ mod pending;
 mod producer;
 mod record;
 mod serialize;
+mod topic_cache;
+mod transaction;
 
-pub use admin::AdminClient;
+pub use admin::{
+    AclBinding, AclBindingFilter, AclCreationResult, AclDeletionResult, AclOperation, AclPermissionType, AdminClient,
+    AdminOptions, AlterConfigOp, BrokerMetadata, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigResource,
+    ConfigResourceResult, ConfigSource, ConsumerGroupDescription, ConsumerGroupListing, ConsumerGroupListings,
+    ConsumerGroupState, ConsumerGroupType, DeletedAcl, GroupOffsets, GroupResult, IsolationLevel, ListedOffset,
+    MemberDescription, NewPartitions, NewTopic, Node, OffsetSpec, PartitionMetadata, PartitionResult, ResourceConfig,
+    ResourcePatternType, ResourceType, TopicMetadata, TopicResult,
+};
 pub use config::Config;
-pub use consumer::{Consumer, DEFAULT_CONSUMER_CLOSE_TIMEOUT};
+pub use consumer::{
+    Consumer, ConsumerBuilder, ConsumerGroupMetadata, Messages, RebalanceListener, RebalanceProtocol, Recv,
+    DEFAULT_CONSUMER_CLOSE_TIMEOUT,
+};
 pub use error::{Error, ErrorCode, KafkaError, Result};
-pub use future::{CommitFuture, Delivery, DeliveryError, DeliveryFuture, KafkaFuture};
+pub use deliveries::{Delivery, DeliveryError, DeliveryFuture};
+pub use future::{CommitFuture, KafkaFuture};
 pub use message::{Header, Message, OwnedMessage, Timestamp};
-pub use mock::MockCluster;
-pub use partitions::TopicPartitionOffset;
+pub use mock::{MockCluster, MAX_MOCK_PARTITIONS};
+pub use partitions::{
+    PartitionError, TopicPartition, TopicPartitionOffset, OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED,
+};
 pub use payload::{OwnedPayload, Payload};
 pub use producer::{Producer, ProducerBuilder, PurgeScope, SendError, DEFAULT_CLOSE_TIMEOUT};
 pub use record::Record;
+pub use transaction::Recovery;
 pub use serialize::{BytesSerializer, SerializingProducer, Serializer, StringSerializer};
 
 #[cfg(test)]

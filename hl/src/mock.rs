@@ -10,6 +10,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::native::NativeClient;
 
+/// The most partitions [`MockCluster::create_topic`] accepts for one topic.
+/// librdkafka allocates every mock partition up front and aborts the
+/// process when that fails, so counts are kept to a size that fits.
+pub const MAX_MOCK_PARTITIONS: i32 = 100_000;
+
 /// A mock Kafka cluster running inside this process, on loopback ports.
 ///
 /// It speaks the Kafka protocol, so any client (of this crate or another)
@@ -30,6 +35,7 @@ use crate::native::NativeClient;
 /// ```
 pub struct MockCluster {
     cluster: NonNull<ll::rd_kafka_mock_cluster_t>,
+    brokers: i32,
     // The client that owns the cluster's thread; destroyed after it.
     _owner: NativeClient,
 }
@@ -66,6 +72,7 @@ impl MockCluster {
 
         Ok(Self {
             cluster,
+            brokers: count,
             _owner: owner,
         })
     }
@@ -77,14 +84,31 @@ impl MockCluster {
         servers.to_string_lossy().into_owned()
     }
 
-    /// Creates a topic with `partitions` partitions, each with
-    /// `replication_factor` replicas.
+    /// Creates a topic with `partitions` partitions (1 to
+    /// [`MAX_MOCK_PARTITIONS`]), each with `replication_factor` replicas (1
+    /// to the number of brokers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty name, a name with a NUL byte,
+    /// or a count out of range, which librdkafka would not reject but fail
+    /// on, some by aborting the process.
     pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i32) -> Result<()> {
-        let c_name = CString::new(name).map_err(|_| Error::InvalidArgument {
-            what: "topic name",
-            value: name.to_owned(),
-            reason: "it contains a NUL byte",
-        })?;
+        let invalid = |what, value: String, reason| Error::InvalidArgument { what, value, reason };
+        if name.is_empty() {
+            return Err(invalid("topic name", String::new(), "it is empty"));
+        }
+        if !(1..=MAX_MOCK_PARTITIONS).contains(&partitions) {
+            return Err(invalid("partition count", partitions.to_string(), "it must be between 1 and 100,000"));
+        }
+        if !(1..=self.brokers).contains(&replication_factor) {
+            return Err(invalid(
+                "replication factor",
+                replication_factor.to_string(),
+                "it must be between 1 and the number of mock brokers",
+            ));
+        }
+        let c_name = CString::new(name).map_err(|_| invalid("topic name", name.to_owned(), "it contains a NUL byte"))?;
         // SAFETY: the cluster is valid; the name is NUL-terminated.
         let code = unsafe {
             ll::rd_kafka_mock_topic_create(self.cluster.as_ptr(), c_name.as_ptr(), partitions, replication_factor)

@@ -1,11 +1,14 @@
 //! Owners of librdkafka's handles. Each type here owns one C object and
 //! destroys it in `Drop`; nothing outside this module frees them.
 
+use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread;
+
+use parking_lot::Mutex;
 
 use rdkafka_ll as ll;
 
@@ -70,6 +73,9 @@ pub(crate) struct NativeClient {
     destroy_flags: AtomicI32,
     /// Whether `Drop` hands destruction to a new thread instead of waiting.
     destroy_in_background: AtomicBool,
+    /// Values that librdkafka's threads may use through a callback opaque
+    /// until the client is destroyed; dropped after `rd_kafka_destroy`.
+    keep_alive: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
 }
 
 // SAFETY: librdkafka's client handle is thread-safe: all rd_kafka_* calls
@@ -98,6 +104,7 @@ impl NativeClient {
                 raw,
                 destroy_flags: AtomicI32::new(0),
                 destroy_in_background: AtomicBool::new(false),
+                keep_alive: Mutex::new(Vec::new()),
             }),
             None => {
                 // SAFETY: rd_kafka_new failed, so it did not take the conf.
@@ -109,6 +116,12 @@ impl NativeClient {
 
     pub(crate) fn as_ptr(&self) -> *mut ll::rd_kafka_t {
         self.raw.as_ptr()
+    }
+
+    /// Keeps `value` alive until after the client is destroyed, for data
+    /// that a callback registered with librdkafka points to.
+    pub(crate) fn keep_alive(&self, value: Box<dyn Any + Send + Sync>) {
+        self.keep_alive.lock().push(value);
     }
 
     /// Makes destruction skip the consumer close and run on a thread of
@@ -127,6 +140,7 @@ impl Drop for NativeClient {
         let handle = DestroyHandle {
             raw: self.raw,
             flags: self.destroy_flags.load(Ordering::Relaxed),
+            keep_alive: std::mem::take(&mut *self.keep_alive.lock()),
         };
         if !self.destroy_in_background.load(Ordering::Relaxed) {
             handle.destroy();
@@ -146,6 +160,7 @@ impl Drop for NativeClient {
 struct DestroyHandle {
     raw: NonNull<ll::rd_kafka_t>,
     flags: i32,
+    keep_alive: Vec<Box<dyn Any + Send + Sync>>,
 }
 
 // SAFETY: the handle is moved to exactly one thread, which destroys it, and
@@ -158,6 +173,9 @@ impl DestroyHandle {
         // client holds an Arc of its NativeClient, so none is left, and
         // events and messages borrow a queue or the client that owns them.
         unsafe { ll::rd_kafka_destroy_flags(self.raw.as_ptr(), self.flags) };
+
+        // librdkafka's threads are gone, so no callback can use these now.
+        drop(self.keep_alive);
     }
 }
 
@@ -182,6 +200,16 @@ impl NativeQueue {
         let raw = unsafe { ll::rd_kafka_queue_new(client.as_ptr()) };
         Self {
             raw: NonNull::new(raw).expect("rd_kafka_queue_new returned NULL"),
+            _client: Arc::clone(client),
+        }
+    }
+
+    /// Takes a reference to the consumer queue, where messages arrive.
+    pub(crate) fn consumer(client: &Arc<NativeClient>) -> Self {
+        // SAFETY: the client handle is valid.
+        let raw = unsafe { ll::rd_kafka_queue_get_consumer(client.as_ptr()) };
+        Self {
+            raw: NonNull::new(raw).expect("rd_kafka_queue_get_consumer returned NULL for a consumer"),
             _client: Arc::clone(client),
         }
     }

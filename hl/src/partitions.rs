@@ -7,6 +7,48 @@ use rdkafka_ll as ll;
 
 use crate::error::{Error, ErrorCode, KafkaError, Result};
 
+/// The offset of a partition's first message, for seeks and assignments.
+pub const OFFSET_BEGINNING: i64 = ll::RD_KAFKA_OFFSET_BEGINNING;
+/// The offset after a partition's last message.
+pub const OFFSET_END: i64 = ll::RD_KAFKA_OFFSET_END;
+/// The committed offset, for assignments.
+pub const OFFSET_STORED: i64 = ll::RD_KAFKA_OFFSET_STORED;
+/// No offset: for an assignment, the committed offset or else
+/// `auto.offset.reset`; in results, an offset that does not exist.
+pub const OFFSET_INVALID: i64 = ll::RD_KAFKA_OFFSET_INVALID;
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Creates an entry.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// An operation's failure on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionError {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset the operation was about, where it had one.
+    pub offset: i64,
+    /// The error.
+    pub error: KafkaError,
+}
+
 /// A partition of a topic, with an offset.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TopicPartitionOffset {
@@ -47,6 +89,31 @@ impl NativePartitionList {
             list.add(topic, ll::RD_KAFKA_PARTITION_UA)?;
         }
         Ok(list)
+    }
+
+    /// Builds a list of partitions, with librdkafka's invalid offset.
+    pub(crate) fn from_partitions(partitions: &[TopicPartition]) -> Result<Self> {
+        let list = Self::with_capacity(partitions.len());
+        for entry in partitions {
+            list.add(&entry.topic, entry.partition)?;
+        }
+        Ok(list)
+    }
+
+    /// Takes ownership of a list that librdkafka allocated for the caller.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a valid list that nothing else owns.
+    pub(crate) unsafe fn from_raw(raw: *mut ll::rd_kafka_topic_partition_list_t) -> Option<Self> {
+        NonNull::new(raw).map(Self)
+    }
+
+    /// Copies the entries out, splitting off those with an error.
+    pub(crate) fn read(&self) -> (Vec<TopicPartitionOffset>, Vec<PartitionError>) {
+        // SAFETY: the list is owned by self and valid.
+        let entries = unsafe { read_partition_list(self.as_ptr()) };
+        split_errors(entries)
     }
 
     /// Builds a list from partitions and offsets.
@@ -93,11 +160,15 @@ pub(crate) unsafe fn read_partition_list(
     if list.is_null() {
         return Vec::new();
     }
-    // SAFETY: the caller guarantees a valid list; `elems` has `cnt` entries.
-    let elements = unsafe {
-        let list = &*list;
-        std::slice::from_raw_parts(list.elems, usize::try_from(list.cnt).unwrap_or(0))
-    };
+    // SAFETY: the caller guarantees a valid list.
+    let list = unsafe { &*list };
+    // An empty list may have a NULL `elems`, which no slice may point to.
+    let count = usize::try_from(list.cnt).unwrap_or(0);
+    if count == 0 || list.elems.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `elems` is non-NULL and has `cnt` entries.
+    let elements = unsafe { std::slice::from_raw_parts(list.elems, count) };
 
     elements
         .iter()
@@ -111,6 +182,38 @@ pub(crate) unsafe fn read_partition_list(
             (entry, error)
         })
         .collect()
+}
+
+/// Splits read entries into successes and per-partition errors.
+pub(crate) fn split_errors(
+    entries: Vec<(TopicPartitionOffset, Option<KafkaError>)>,
+) -> (Vec<TopicPartitionOffset>, Vec<PartitionError>) {
+    let mut succeeded = Vec::with_capacity(entries.len());
+    let mut failed = Vec::new();
+    for (entry, error) in entries {
+        match error {
+            None => succeeded.push(entry),
+            Some(error) => failed.push(PartitionError {
+                topic: entry.topic,
+                partition: entry.partition,
+                offset: entry.offset,
+                error,
+            }),
+        }
+    }
+    (succeeded, failed)
+}
+
+/// Returns the entries, or [`Error::Partitions`] when any partition failed.
+pub(crate) fn all_or_errors(
+    operation: &'static str,
+    (succeeded, failed): (Vec<TopicPartitionOffset>, Vec<PartitionError>),
+) -> Result<Vec<TopicPartitionOffset>> {
+    if failed.is_empty() {
+        Ok(succeeded)
+    } else {
+        Err(Error::Partitions { operation, failed })
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +234,16 @@ mod tests {
         let entries: Vec<_> = read.iter().map(|(entry, _)| entry.clone()).collect();
         assert_eq!(entries, offsets);
         assert!(read.iter().all(|(_, error)| error.is_none()));
+    }
+
+    #[test]
+    fn empty_list_reads_as_empty() {
+        let list = NativePartitionList::from_offsets(&[]).unwrap();
+
+        // SAFETY: list is alive for the call.
+        let read = unsafe { read_partition_list(list.as_ptr()) };
+
+        assert!(read.is_empty());
     }
 
     #[test]

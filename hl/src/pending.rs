@@ -1,9 +1,10 @@
 //! The table of pending completions that pairs librdkafka's events with the
 //! Rust side.
 //!
-//! Every operation whose result librdkafka reports later (a delivery, a
-//! commit) is registered here before the C call that starts it, and gets
-//! an id. The id travels through librdkafka as the message or request
+//! Every operation whose result librdkafka reports later (a commit, an
+//! admin request) is registered here before the C call that starts it, and
+//! gets an id. The producer's deliveries use a table of their own, built
+//! for volume, with the same invariants (`deliveries` module). The id travels through librdkafka as the message or request
 //! opaque, and the event thread takes the completion back out by that id.
 //! This is where the pairing invariants are enforced:
 //!
@@ -32,7 +33,6 @@ use parking_lot::{Condvar, Mutex};
 pub(crate) struct Pending<T> {
     table: Mutex<Table<T>>,
     emptied: Condvar,
-    progressed: Condvar,
 }
 
 struct Table<T> {
@@ -41,13 +41,7 @@ struct Table<T> {
     slots: VecDeque<Option<T>>,
     /// How many slots hold a completion.
     count: usize,
-    /// How many completions were taken out but are not yet resolved.
-    resolving: usize,
     closed: bool,
-    /// Incremented by `notify_progress`, so a waiter can tell whether
-    /// progress happened since it last looked.
-    progress: u64,
-    progress_waiters: usize,
 }
 
 impl<T> Pending<T> {
@@ -59,13 +53,9 @@ impl<T> Pending<T> {
                 first_id: 1,
                 slots: VecDeque::new(),
                 count: 0,
-                resolving: 0,
                 closed: false,
-                progress: 0,
-                progress_waiters: 0,
             }),
             emptied: Condvar::new(),
-            progressed: Condvar::new(),
         }
     }
 
@@ -93,31 +83,9 @@ impl<T> Pending<T> {
         Some(completion)
     }
 
-    /// Removes and returns the completion with `id` for the caller to
-    /// resolve. Until the caller reports it with
-    /// [`Pending::finish_resolving`], it still counts as pending, so that
-    /// [`Pending::wait_until_empty`] returns only once it is resolved.
-    pub(crate) fn take_for_resolving(&self, id: u64) -> Option<T> {
-        let mut table = self.table.lock();
-        let completion = table.remove(id)?;
-        table.resolving += 1;
-        Some(completion)
-    }
-
-    /// Reports that `count` completions from
-    /// [`Pending::take_for_resolving`] are resolved.
-    pub(crate) fn finish_resolving(&self, count: usize) {
-        let mut table = self.table.lock();
-        table.resolving = table.resolving.saturating_sub(count);
-        if table.is_idle() {
-            self.emptied.notify_all();
-        }
-    }
-
-    /// Returns the number of completions not yet resolved.
+    /// Returns the number of completions still pending.
     pub(crate) fn len(&self) -> usize {
-        let table = self.table.lock();
-        table.count + table.resolving
+        self.table.lock().count
     }
 
     /// Waits until no completion is pending. Returns whether that happened
@@ -138,35 +106,6 @@ impl<T> Pending<T> {
         true
     }
 
-    /// Returns the progress count, to pass to [`Pending::wait_for_progress`].
-    pub(crate) fn progress(&self) -> u64 {
-        self.table.lock().progress
-    }
-
-    /// Records progress (for a producer: room freed in librdkafka's queue)
-    /// and wakes the threads waiting for it.
-    pub(crate) fn notify_progress(&self) {
-        let mut table = self.table.lock();
-        table.progress = table.progress.wrapping_add(1);
-        if table.progress_waiters > 0 {
-            self.progressed.notify_all();
-        }
-    }
-
-    /// Waits until progress is recorded after `seen` was read, until
-    /// `deadline`, or until the table closes. The lock is released while
-    /// waiting.
-    pub(crate) fn wait_for_progress(&self, seen: u64, deadline: Instant) {
-        let mut table = self.table.lock();
-        table.progress_waiters += 1;
-        while table.progress == seen && !table.closed {
-            if self.progressed.wait_until(&mut table, deadline).timed_out() {
-                break;
-            }
-        }
-        table.progress_waiters -= 1;
-    }
-
     /// Closes the table and returns every completion still in it, in id
     /// order. Later `register` calls fail.
     pub(crate) fn close(&self) -> Vec<T> {
@@ -177,7 +116,6 @@ impl<T> Pending<T> {
         table.first_id += drained.len() as u64;
         table.count = 0;
         self.emptied.notify_all();
-        self.progressed.notify_all();
         drained
     }
 }
@@ -196,7 +134,7 @@ impl<T> Table<T> {
     }
 
     fn is_idle(&self) -> bool {
-        self.count == 0 && self.resolving == 0
+        self.count == 0
     }
 }
 
@@ -276,50 +214,6 @@ mod tests {
             "timed out waiting for the table to empty"
         );
         taker.join().unwrap();
-    }
-
-    #[test]
-    fn progress_recorded_before_wait_is_not_missed() {
-        let pending: Pending<()> = Pending::new();
-        let seen = pending.progress();
-        pending.notify_progress();
-
-        let started = Instant::now();
-        pending.wait_for_progress(seen, started + Duration::from_secs(10));
-
-        assert!(started.elapsed() < Duration::from_secs(5), "waited although progress was recorded");
-    }
-
-    #[test]
-    fn wait_for_progress_wakes_on_notify() {
-        let pending: Arc<Pending<()>> = Arc::new(Pending::new());
-        let seen = pending.progress();
-        let notifier = {
-            let pending = Arc::clone(&pending);
-            thread::spawn(move || {
-                thread::sleep(Duration::from_millis(20));
-                pending.notify_progress();
-            })
-        };
-
-        pending.wait_for_progress(seen, Instant::now() + Duration::from_secs(10));
-
-        assert_ne!(pending.progress(), seen, "returned before progress or timed out");
-        notifier.join().unwrap();
-    }
-
-    #[test]
-    fn resolving_counts_until_finished() {
-        let pending = Pending::new();
-        let id = pending.register('a').unwrap();
-
-        assert_eq!(pending.take_for_resolving(id), Some('a'));
-        assert_eq!(pending.len(), 1);
-        assert!(!pending.wait_until_empty(Duration::from_millis(10)));
-
-        pending.finish_resolving(1);
-        assert_eq!(pending.len(), 0);
-        assert!(pending.wait_until_empty(Duration::ZERO));
     }
 
     #[test]

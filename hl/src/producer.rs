@@ -1,23 +1,12 @@
 //! The producer.
 //!
 //! Each producer pairs librdkafka's main queue, where delivery reports
-//! arrive, with a [`Pending`] table of in-flight sends, and drains the
-//! queue on its own event thread. The pairing invariants:
-//!
-//! 1. A send is registered in the table before `rd_kafka_produceva` can
-//!    report it (see [`Producer::send`]).
-//! 2. No lock is held across a librdkafka call or while a future is woken:
-//!    the table's lock lives only inside its methods, and the event thread
-//!    resolves futures after it has released the table and destroyed the
-//!    event.
-//! 3. Reports are matched by the id in the message opaque, one per message
-//!    of a multi-message report, never by position.
-//! 4. Every future resolves exactly once: from its report (delivery, error,
-//!    purge, timeout), or with [`Error::Closed`] when the producer is
-//!    closed or dropped and librdkafka gave no report in time.
-//! 5. User configuration cannot turn reports off: `Producer::new` sets
-//!    `delivery.report.only.error=false` and the event mask after the
-//!    user's properties.
+//! arrive, with a [`DeliveryTable`] of sends awaiting their reports, and
+//! drains the queue on its own event thread. The pairing invariants are
+//! stated and enforced in the `deliveries` module; here, in addition, user
+//! configuration cannot turn reports off: the builder sets
+//! `delivery.report.only.error=false` and the event mask after the user's
+//! properties.
 //!
 //! One event thread per producer, not one per process. A producer connected
 //! to a 3-broker cluster runs 6 threads, 5 of them librdkafka's own
@@ -30,23 +19,21 @@
 //! cores; `cargo run --release --example event_wakeup`), and the blocking
 //! poll needs no descriptor.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka_ll as ll;
 
-use crate::completion::{Completion, Wakeup};
 use crate::config::Config;
+use crate::deliveries::{DeliveryFuture, DeliveryTable, Outcome};
 use crate::error::{take_rd_kafka_error, timeout_ms, Error, ErrorCode, KafkaError, Result};
 use crate::event::{handle_common_event, EventThread};
-use crate::future::{Delivery, DeliveryError, DeliveryFuture, Slot};
 use crate::message::Timestamp;
 use crate::native::{c_buffer_to_string, NativeClient, NativeEvent, NativeQueue};
-use crate::payload::OwnedPayload;
-use crate::pending::Pending;
 use crate::record::{vu, Record};
+use crate::topic_cache::TopicCache;
 
 /// How long dropping a producer waits for outstanding messages to be
 /// delivered before it purges them.
@@ -63,41 +50,20 @@ const QUEUE_SPACE_RECHECK: Duration = Duration::from_millis(50);
 /// such as all brokers being down. It runs on the producer's event thread.
 type ErrorHandler = Box<dyn FnMut(&KafkaError) + Send>;
 
-/// A send the producer is waiting to hear about: the future to resolve and
-/// the owned key and value, kept alive while librdkafka may point at them.
-struct InFlight {
-    slot: Slot<Delivery, DeliveryError>,
-    key: Option<OwnedPayload>,
-    value: Option<OwnedPayload>,
-}
-
-impl InFlight {
-    fn resolve(self, outcome: Result<Delivery>) {
-        if let Some(wakeup) = self.fill(outcome) {
-            wakeup.wake();
-        }
-    }
-
-    /// Stores the outcome, dropping the payloads or handing them back, and
-    /// returns the wake-up to run once no lock is held.
-    fn fill(self, outcome: Result<Delivery>) -> Option<Wakeup<Result<Delivery, DeliveryError>>> {
-        let result = outcome.map_err(|error| DeliveryError {
-            error,
-            key: self.key,
-            value: self.value,
-        });
-        self.slot.fill(result)
-    }
-}
-
 /// A send that failed at once: the error, and the record handed back.
+/// Its message names the topic, the partition if one was chosen, and the
+/// value's size.
 #[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+#[error("{error} (topic {:?}{}, value of {} bytes)", record.topic(), partition_text(record.partition_number()), record.value_bytes().map_or(0, <[u8]>::len))]
 pub struct SendError<'a> {
     /// What went wrong.
     pub error: Error,
     /// The record, unchanged, for a retry.
     pub record: Record<'a>,
+}
+
+fn partition_text(partition: Option<i32>) -> String {
+    partition.map(|partition| format!(", partition {partition}")).unwrap_or_default()
 }
 
 impl SendError<'_> {
@@ -186,12 +152,13 @@ impl ProducerBuilder {
         // SAFETY: both handles are valid; log.queue is enabled above.
         unsafe { ll::rd_kafka_set_log_queue(client.as_ptr(), queue.as_ptr()) };
 
-        let pending = Arc::new(Pending::new());
-        let handler_pending = Arc::clone(&pending);
-        let mut on_error = self.on_error;
-        let events = EventThread::spawn("rdkafka-producer", queue, move |event| {
-            handle_producer_event(&handler_pending, &mut on_error, event)
-        })
+        let deliveries = DeliveryTable::new();
+        let mut handler = EventHandler {
+            deliveries: Arc::clone(&deliveries),
+            on_error: self.on_error,
+            reports: Vec::new(),
+        };
+        let events = EventThread::spawn("rdkafka-producer", queue, move |event| handler.handle(event))
         .map_err(|error| Error::ClientCreation {
             kind: "producer",
             reason: format!("failed to start the event thread: {error}"),
@@ -199,7 +166,8 @@ impl ProducerBuilder {
 
         Ok(Producer {
             events,
-            pending,
+            deliveries,
+            topics: TopicCache::new(),
             close_timeout: self.close_timeout,
             closed: false,
             client,
@@ -225,12 +193,14 @@ impl ProducerBuilder {
 ///
 /// let delivery = producer.send(Record::to("greetings").key("k").value("hello"))?;
 /// let delivery = delivery.wait()?;
-/// assert_eq!((delivery.topic.as_str(), delivery.offset), ("greetings", 0));
+/// assert_eq!((&*delivery.topic, delivery.offset), ("greetings", 0));
 /// # Ok::<(), rdkafka_hl::Error>(())
 /// ```
 pub struct Producer {
     events: EventThread,
-    pending: Arc<Pending<InFlight>>,
+    deliveries: Arc<DeliveryTable>,
+    // Dropped before the client, whose handle the topic handles need.
+    topics: TopicCache,
     close_timeout: Duration,
     closed: bool,
     client: Arc<NativeClient>,
@@ -276,47 +246,51 @@ impl Producer {
     // large result is written in place in the caller's frame.
     #[allow(clippy::result_large_err)]
     pub fn send<'a>(&self, mut record: Record<'a>) -> Result<DeliveryFuture, SendError<'a>> {
-        let topic = match record.c_topic() {
-            Ok(topic) => topic,
+        let (topic, topic_index) = match self.topics.get(&self.client, &self.deliveries, record.topic()) {
+            Ok(found) => found,
             Err(error) => return Err(SendError { error, record }),
         };
-        let headers = record.native_headers();
+        let headers = match record.native_headers() {
+            Ok(headers) => headers,
+            Err(error) => return Err(SendError { error, record }),
+        };
         let mut args = record.produce_args(headers.as_ref());
-        args.push(vu(ll::RD_KAFKA_VTYPE_TOPIC, ll::rd_kafka_vu_s__bindgen_ty_1 { cstr: topic.as_ptr() }));
+        args.push(vu(ll::RD_KAFKA_VTYPE_RKT, ll::rd_kafka_vu_s__bindgen_ty_1 { rkt: topic }));
 
         // Moving the owned payloads into the table keeps their heap bytes
-        // where `args` points. Invariant 1: the table has the send before
-        // librdkafka can report it.
-        let (key, value) = record.take_owned();
-        let slot: Slot<Delivery, DeliveryError> = Completion::new();
-        let in_flight = InFlight { slot: Arc::clone(&slot), key, value };
-        let id = match self.pending.register(in_flight) {
+        // where `args` points. Invariant 1 of the delivery table: the send
+        // is registered before librdkafka can report it.
+        let payloads = match record.take_owned() {
+            (None, None) => None,
+            owned => Some(Box::new(owned)),
+        };
+        let id = match self.deliveries.register(topic_index, payloads) {
             Ok(id) => id,
-            Err(in_flight) => {
-                record.restore_owned(in_flight.key, in_flight.value);
+            Err(payloads) => {
+                restore(&mut record, payloads);
                 return Err(SendError { error: Error::Closed { operation: "send" }, record });
             }
         };
         args.push(vu(ll::RD_KAFKA_VTYPE_OPAQUE, ll::rd_kafka_vu_s__bindgen_ty_1 { ptr: id as *mut _ }));
 
-        // SAFETY: the client is valid, and every pointer in args (topic,
-        // key, value, headers) stays valid for the call. librdkafka copies
-        // all but an owned value, which the table keeps until the report.
+        let args = args.as_slice();
+        // SAFETY: the client and topic handle are valid, and every pointer
+        // in args (key, value, headers) stays valid for the call. librdkafka
+        // copies all but an owned value, which the table keeps until the
+        // report.
         let error = unsafe { ll::rd_kafka_produceva(self.client.as_ptr(), args.as_ptr(), args.len()) };
 
         if !error.is_null() {
             // SAFETY: a non-NULL result is an error object we own.
             let error = unsafe { take_rd_kafka_error(error) };
-            if let Some(in_flight) = self.pending.take(id) {
-                record.restore_owned(in_flight.key, in_flight.value);
-            }
+            restore(&mut record, self.deliveries.unregister(id));
             return Err(SendError { error: Error::Kafka { operation: "send", error }, record });
         }
 
         if let Some(headers) = headers {
             headers.release();
         }
-        Ok(DeliveryFuture::new(slot, "delivery"))
+        Ok(DeliveryFuture::new(Arc::clone(&self.deliveries), id))
     }
 
     /// Sends like [`send`](Self::send), but while librdkafka's local queue
@@ -339,7 +313,7 @@ impl Producer {
         let deadline = Instant::now().checked_add(timeout);
         let mut record = record;
         loop {
-            let seen = self.pending.progress();
+            let seen = self.deliveries.progress();
             let error = match self.send(record) {
                 Err(error) if error.code() == Some(ErrorCode::QUEUE_FULL) => error,
                 other => return other,
@@ -351,7 +325,7 @@ impl Producer {
             }
             let recheck = now + QUEUE_SPACE_RECHECK;
             let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
-            self.pending.wait_for_progress(seen, wake_at);
+            self.deliveries.wait_for_progress(seen, wake_at);
             record = error.record;
         }
     }
@@ -365,9 +339,7 @@ impl Producer {
     /// `timeout`; [`Error::OnEventThread`] when called from a waker or
     /// handler running on the producer's event thread.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        if self.events.is_current() {
-            return Err(Error::OnEventThread { operation: "flush" });
-        }
+        self.refuse_on_event_thread("flush")?;
         let started = Instant::now();
         // SAFETY: the client is valid.
         let code = unsafe { ll::rd_kafka_flush(self.client.as_ptr(), timeout_ms(timeout)) };
@@ -379,7 +351,7 @@ impl Producer {
         // librdkafka counts a report as done once the event thread has
         // taken it from the queue; wait for the futures to be resolved too.
         let remaining = timeout.saturating_sub(started.elapsed());
-        if self.pending.wait_until_empty(remaining) {
+        if self.deliveries.wait_until_reported(remaining) {
             Ok(())
         } else {
             Err(timed_out)
@@ -412,7 +384,7 @@ impl Producer {
 
     /// Returns the number of sent messages whose futures are not yet resolved.
     pub fn in_flight_count(&self) -> usize {
-        self.pending.len()
+        self.deliveries.unreported()
     }
 
     /// Returns the fatal error that stopped this producer, if one occurred.
@@ -444,6 +416,20 @@ impl Producer {
         self.shut_down()
     }
 
+    pub(crate) fn client_ptr(&self) -> *mut ll::rd_kafka_t {
+        self.client.as_ptr()
+    }
+
+    /// Fails a blocking call made on the producer's own event thread,
+    /// which would wait for reports that only that thread delivers.
+    pub(crate) fn refuse_on_event_thread(&self, operation: &'static str) -> Result<()> {
+        if self.events.is_current() {
+            Err(Error::OnEventThread { operation })
+        } else {
+            Ok(())
+        }
+    }
+
     fn shut_down(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
@@ -457,15 +443,14 @@ impl Producer {
         if flushed.is_err() {
             let _ = self.purge(PurgeScope::All);
             if !on_event_thread {
-                self.pending.wait_until_empty(PURGE_REPORT_TIMEOUT);
+                self.deliveries.wait_until_reported(PURGE_REPORT_TIMEOUT);
             }
         }
         self.events.stop();
 
-        // Invariant 4: whatever got no report is resolved here, once.
-        for in_flight in self.pending.close() {
-            in_flight.resolve(Err(Error::Closed { operation: "delivery" }));
-        }
+        // Invariant 4 of the delivery table: whatever got no report is
+        // resolved here, once.
+        self.deliveries.close().finish();
         flushed
     }
 }
@@ -486,77 +471,65 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-fn handle_producer_event(pending: &Pending<InFlight>, on_error: &mut Option<ErrorHandler>, event: NativeEvent) {
-    match event.event_type() {
-        ll::RD_KAFKA_EVENT_DR => handle_delivery_reports(pending, event),
-        ll::RD_KAFKA_EVENT_ERROR if on_error.is_some() => {
-            let error = error_of_event(&event);
-            drop(event);
-            if let Some(handler) = on_error.as_mut() {
-                if catch_unwind(AssertUnwindSafe(|| handler(&error))).is_err() {
-                    log::error!("the producer's error handler panicked on error {error}");
+/// Puts back the owned payloads that a failed send had moved out.
+fn restore(record: &mut Record<'_>, payloads: Option<Box<crate::deliveries::Payloads>>) {
+    if let Some(payloads) = payloads {
+        let (key, value) = *payloads;
+        record.restore_owned(key, value);
+    }
+}
+
+/// The state of the producer's event thread.
+struct EventHandler {
+    deliveries: Arc<DeliveryTable>,
+    on_error: Option<ErrorHandler>,
+    /// The reports of one event, reused from event to event.
+    reports: Vec<(u64, Outcome)>,
+}
+
+impl EventHandler {
+    fn handle(&mut self, event: NativeEvent) {
+        match event.event_type() {
+            ll::RD_KAFKA_EVENT_DR => self.handle_delivery_reports(event),
+            ll::RD_KAFKA_EVENT_ERROR if self.on_error.is_some() => {
+                let error = error_of_event(&event);
+                drop(event);
+                if let Some(handler) = self.on_error.as_mut() {
+                    if catch_unwind(AssertUnwindSafe(|| handler(&error))).is_err() {
+                        log::error!("the producer's error handler panicked on error {error}");
+                    }
                 }
             }
-        }
-        _ => {
-            handle_common_event(event);
-        }
-    }
-}
-
-fn handle_delivery_reports(pending: &Pending<InFlight>, event: NativeEvent) {
-    // SAFETY: the event is a valid DR event.
-    let count = unsafe { ll::rd_kafka_event_message_count(event.as_ptr()) };
-    let mut resolved = Vec::with_capacity(count);
-
-    loop {
-        // SAFETY: the event is a valid DR event; each message it returns
-        // lives as long as the event.
-        let message = unsafe { ll::rd_kafka_event_message_next(event.as_ptr()) };
-        if message.is_null() {
-            break;
-        }
-        // SAFETY: message is valid, see above.
-        let (id, outcome) = unsafe { delivery_outcome(message) };
-
-        // Invariant 3: find the send by the id in the opaque.
-        match pending.take_for_resolving(id) {
-            Some(in_flight) => resolved.push((in_flight, outcome)),
-            None => log::error!("delivery report for unknown message id {id}"),
+            _ => {
+                handle_common_event(event);
+            }
         }
     }
 
-    // Destroying the event releases librdkafka's messages, which may point
-    // into owned payloads, and frees room in its queue. Only then are the
-    // payloads dropped or handed back and the futures woken (invariant 2).
-    // The sends count as pending until they are resolved, so that a flush
-    // returns only after every future is ready.
-    // The futures are filled first and woken after the table counts them
-    // as resolved, so a woken waiter never sees them as still in flight.
-    drop(event);
-    pending.notify_progress();
-    let wakeups: Vec<_> = {
-        let _finished = FinishResolving { pending, count: resolved.len() };
-        resolved
-            .into_iter()
-            .filter_map(|(in_flight, outcome)| in_flight.fill(outcome))
-            .collect()
-    };
-    for wakeup in wakeups {
-        wakeup.wake();
-    }
-}
+    fn handle_delivery_reports(&mut self, event: NativeEvent) {
+        self.reports.clear();
+        loop {
+            // SAFETY: the event is a valid DR event; each message it returns
+            // lives as long as the event.
+            let message = unsafe { ll::rd_kafka_event_message_next(event.as_ptr()) };
+            if message.is_null() {
+                break;
+            }
+            // SAFETY: message is valid, see above.
+            self.reports.push(unsafe { delivery_outcome(message) });
+        }
 
-/// Reports resolved sends to the table when dropped, also if a waker
-/// panics halfway.
-struct FinishResolving<'a> {
-    pending: &'a Pending<InFlight>,
-    count: usize,
-}
-
-impl Drop for FinishResolving<'_> {
-    fn drop(&mut self) {
-        self.pending.finish_resolving(self.count);
+        // Destroying the event releases librdkafka's messages, which may
+        // point into owned payloads, and frees room in its queue. Only then
+        // are the reports applied (invariant 3: each by its id), the
+        // payloads of delivered sends dropped and the futures woken, with
+        // no lock held (invariant 2).
+        drop(event);
+        let applied = self.deliveries.apply(&self.reports);
+        if applied.unknown > 0 {
+            log::error!("{} delivery reports matched no waiting send", applied.unknown);
+        }
+        applied.finish();
     }
 }
 
@@ -572,26 +545,15 @@ fn error_of_event(event: &NativeEvent) -> KafkaError {
 /// # Safety
 ///
 /// `message` must be a valid message of a delivery-report event.
-unsafe fn delivery_outcome(message: *const ll::rd_kafka_message_t) -> (u64, Result<Delivery>) {
+unsafe fn delivery_outcome(message: *const ll::rd_kafka_message_t) -> (u64, Outcome) {
     // SAFETY: the caller guarantees a valid message.
     let fields = unsafe { &*message };
-    let id = fields._private as u64;
-
-    if fields.err != ll::RD_KAFKA_RESP_ERR_NO_ERROR {
-        let code = ErrorCode::from_raw(fields.err);
-        let error = KafkaError::from_code(code);
-        return (id, Err(Error::Kafka { operation: "delivery", error }));
-    }
-
-    // SAFETY: a reported message keeps its topic, whose name is valid
-    // while the message lives.
-    let topic = unsafe { CStr::from_ptr(ll::rd_kafka_topic_name(fields.rkt)) };
-    let delivery = Delivery {
-        topic: topic.to_string_lossy().into_owned(),
+    let outcome = Outcome {
+        code: fields.err,
         partition: fields.partition,
         offset: fields.offset,
         // SAFETY: the caller guarantees a valid message.
         timestamp: unsafe { Timestamp::of(message) },
     };
-    (id, Ok(delivery))
+    (fields._private as u64, outcome)
 }

@@ -1,6 +1,5 @@
 //! Records to send.
 
-use std::ffi::CString;
 use std::ptr::NonNull;
 
 use rdkafka_ll as ll;
@@ -125,23 +124,10 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// The topic as a C string, rejecting names librdkafka cannot take.
-    pub(crate) fn c_topic(&self) -> Result<CString> {
-        let invalid = |reason| Error::InvalidArgument {
-            what: "topic name",
-            value: self.topic.to_owned(),
-            reason,
-        };
-        if self.topic.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        CString::new(self.topic).map_err(|_| invalid("it contains a NUL byte"))
-    }
-
     /// The arguments of `rd_kafka_produceva` for this record, except the
     /// topic and opaque. The pointers borrow from `self` and `headers`.
-    pub(crate) fn produce_args(&self, headers: Option<&NativeHeaders>) -> Vec<ll::rd_kafka_vu_t> {
-        let mut args = Vec::with_capacity(6);
+    pub(crate) fn produce_args(&self, headers: Option<&NativeHeaders>) -> ProduceArgs {
+        let mut args = ProduceArgs::default();
 
         if let Some(partition) = self.partition {
             args.push(vu(ll::RD_KAFKA_VTYPE_PARTITION, ll::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition }));
@@ -168,15 +154,27 @@ impl<'a> Record<'a> {
     }
 
     /// Builds librdkafka's header list, if the record has headers.
-    pub(crate) fn native_headers(&self) -> Option<NativeHeaders> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a header name with a NUL byte, which
+    /// consumers would read as a shorter name.
+    pub(crate) fn native_headers(&self) -> Result<Option<NativeHeaders>> {
         if self.headers.is_empty() {
-            return None;
+            return Ok(None);
+        }
+        if let Some((name, _)) = self.headers.iter().find(|(name, _)| name.contains('\0')) {
+            return Err(Error::InvalidArgument {
+                what: "header name",
+                value: (*name).to_owned(),
+                reason: "it contains a NUL byte",
+            });
         }
         let headers = NativeHeaders::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             headers.add(name, *value);
         }
-        Some(headers)
+        Ok(Some(headers))
     }
 }
 
@@ -187,6 +185,31 @@ fn take_owned(payload: &mut Option<Payload<'_>>) -> Option<OwnedPayload> {
             *payload = borrowed;
             None
         }
+    }
+}
+
+/// The arguments of one `rd_kafka_produceva` call, on the stack.
+#[derive(Default)]
+pub(crate) struct ProduceArgs {
+    items: [ll::rd_kafka_vu_t; 8],
+    len: usize,
+}
+
+impl ProduceArgs {
+    /// Appends an argument. A record has at most 8 (partition, key, value,
+    /// headers, timestamp, flags, topic, opaque).
+    pub(crate) fn push(&mut self, arg: ll::rd_kafka_vu_t) {
+        self.items[self.len] = arg;
+        self.len += 1;
+    }
+
+    pub(crate) fn as_slice(&self) -> &[ll::rd_kafka_vu_t] {
+        &self.items[..self.len]
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -249,20 +272,6 @@ impl Drop for NativeHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_with_nul_is_rejected() {
-        let error = Record::to("bad\0topic").c_topic().unwrap_err();
-
-        assert!(error.to_string().contains("NUL"), "{error}");
-    }
-
-    #[test]
-    fn empty_topic_is_rejected() {
-        let error = Record::to("").c_topic().unwrap_err();
-
-        assert!(error.to_string().contains("empty"), "{error}");
-    }
 
     #[test]
     fn take_owned_leaves_borrowed_parts() {

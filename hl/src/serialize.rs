@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::{Error, Result};
-use crate::future::DeliveryFuture;
+use crate::deliveries::DeliveryFuture;
 use crate::producer::Producer;
 use crate::record::Record;
 

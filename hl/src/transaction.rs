@@ -1,0 +1,152 @@
+//! Transactions of a producer.
+
+use std::time::Duration;
+
+use rdkafka_ll as ll;
+
+use crate::consumer::ConsumerGroupMetadata;
+use crate::error::{take_rd_kafka_error, timeout_ms, Error, Result};
+use crate::partitions::{NativePartitionList, TopicPartitionOffset};
+use crate::producer::Producer;
+
+/// What to do after a transactional call failed, from
+/// [`Error::recovery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Call the same method again.
+    Retry,
+    /// Call [`Producer::abort_transaction`], rewind the input to the last
+    /// committed offsets, and start a new transaction.
+    AbortTransaction,
+    /// The producer is unusable (fenced by a newer producer with the same
+    /// `transactional.id`, say): drop it and create a new one.
+    Fatal,
+    /// The error is not a transactional one; handle it by its kind.
+    None,
+}
+
+impl Error {
+    /// Returns how to recover from a failed transactional call, as
+    /// librdkafka classifies the error.
+    pub fn recovery(&self) -> Recovery {
+        let Error::Kafka { error, .. } = self else {
+            return Recovery::None;
+        };
+        if error.fatal {
+            Recovery::Fatal
+        } else if error.transaction_requires_abort {
+            Recovery::AbortTransaction
+        } else if error.retriable {
+            Recovery::Retry
+        } else {
+            Recovery::None
+        }
+    }
+}
+
+/// Transactions, enabled by setting `transactional.id` on the producer.
+///
+/// A transaction makes its messages, and the consumer offsets sent with
+/// [`send_offsets_to_transaction`](Producer::send_offsets_to_transaction),
+/// visible to `read_committed` consumers all at once, or not at all.
+/// Messages that an abort purges resolve their delivery futures with
+/// [`ErrorCode::PURGE_QUEUE`](crate::ErrorCode::PURGE_QUEUE).
+///
+/// Each call blocks up to its timeout and may fail in three ways, which
+/// [`Error::recovery`] tells apart:
+///
+/// ```
+/// use std::time::Duration;
+/// use rdkafka_hl::{Config, MockCluster, Producer, Record, Recovery};
+///
+/// let cluster = MockCluster::new(3)?;
+/// let producer = Producer::new(
+///     Config::new()
+///         .set("bootstrap.servers", &cluster.bootstrap_servers())?
+///         .set("transactional.id", "example-copier")?,
+/// )?;
+/// let timeout = Duration::from_secs(10);
+/// producer.init_transactions(timeout)?;
+///
+/// producer.begin_transaction()?;
+/// producer.send(Record::to("output").value("result"))?;
+/// loop {
+///     match producer.commit_transaction(timeout) {
+///         Ok(()) => break,
+///         Err(error) => match error.recovery() {
+///             Recovery::Retry => continue,
+///             Recovery::AbortTransaction => {
+///                 producer.abort_transaction(timeout)?;
+///                 // Rewind the input here, then begin again.
+///                 break;
+///             }
+///             Recovery::Fatal | Recovery::None => return Err(error),
+///         },
+///     }
+/// }
+/// # Ok::<(), rdkafka_hl::Error>(())
+/// ```
+impl Producer {
+    /// Registers the `transactional.id` with the cluster, fencing older
+    /// producers with the same id, and aborts what they left open. Call
+    /// once, before the first transaction.
+    pub fn init_transactions(&self, timeout: Duration) -> Result<()> {
+        self.refuse_on_event_thread("init_transactions")?;
+        // SAFETY: the client is valid.
+        let error = unsafe { ll::rd_kafka_init_transactions(self.client_ptr(), timeout_ms(timeout)) };
+        error_result(error, "init_transactions")
+    }
+
+    /// Starts a transaction.
+    pub fn begin_transaction(&self) -> Result<()> {
+        // SAFETY: the client is valid.
+        let error = unsafe { ll::rd_kafka_begin_transaction(self.client_ptr()) };
+        error_result(error, "begin_transaction")
+    }
+
+    /// Adds consumer offsets (the next offset to read in each partition)
+    /// to the transaction, committed for the consumer's group only if the
+    /// transaction commits. `group` comes from
+    /// [`Consumer::group_metadata`](crate::Consumer::group_metadata).
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &[TopicPartitionOffset],
+        group: &ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.refuse_on_event_thread("send_offsets_to_transaction")?;
+        let list = NativePartitionList::from_offsets(offsets)?;
+        // SAFETY: the client, list and metadata are valid for the call.
+        let error = unsafe {
+            ll::rd_kafka_send_offsets_to_transaction(self.client_ptr(), list.as_ptr(), group.as_ptr(), timeout_ms(timeout))
+        };
+        error_result(error, "send_offsets_to_transaction")
+    }
+
+    /// Commits the transaction: flushes its messages, then makes them and
+    /// its offsets visible.
+    pub fn commit_transaction(&self, timeout: Duration) -> Result<()> {
+        self.refuse_on_event_thread("commit_transaction")?;
+        // SAFETY: the client is valid.
+        let error = unsafe { ll::rd_kafka_commit_transaction(self.client_ptr(), timeout_ms(timeout)) };
+        error_result(error, "commit_transaction")
+    }
+
+    /// Aborts the transaction: purges its unsent messages and discards what
+    /// was sent.
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<()> {
+        self.refuse_on_event_thread("abort_transaction")?;
+        // SAFETY: the client is valid.
+        let error = unsafe { ll::rd_kafka_abort_transaction(self.client_ptr(), timeout_ms(timeout)) };
+        error_result(error, "abort_transaction")
+    }
+}
+
+fn error_result(error: *mut ll::rd_kafka_error_t, operation: &'static str) -> Result<()> {
+    if error.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-NULL error is ours to destroy.
+    let error = unsafe { take_rd_kafka_error(error) };
+    Err(Error::Kafka { operation, error })
+}
