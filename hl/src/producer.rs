@@ -42,8 +42,8 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing waits for the reports of purged messages.
 const PURGE_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest a waiting sender sleeps before it tries again, in case the
-/// room it waits for was freed without a report (a purge, say).
+/// The maximum time a waiting sender sleeps before it tries again, in case
+/// the room it waits for was freed without a report (a purge, say).
 const QUEUE_SPACE_RECHECK: Duration = Duration::from_millis(50);
 
 /// A handler for client errors that librdkafka reports outside any send,
@@ -56,7 +56,7 @@ type ErrorHandler = Box<dyn FnMut(&KafkaError) + Send>;
 #[derive(Debug, thiserror::Error)]
 #[error("{error} (topic {:?}{}, value of {} bytes)", record.topic(), partition_text(record.partition_number()), record.value_bytes().map_or(0, <[u8]>::len))]
 pub struct SendError<'a> {
-    /// What went wrong.
+    /// The cause.
     pub error: Error,
     /// The record, unchanged, for a retry. Boxed, so that a `Result` of a
     /// send stays small.

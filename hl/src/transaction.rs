@@ -53,7 +53,7 @@ impl Error {
 /// [`ErrorCode::PURGE_QUEUE`](crate::ErrorCode::PURGE_QUEUE).
 ///
 /// Each call blocks up to its timeout and may fail in three ways, which
-/// [`Error::recovery`] tells apart:
+/// [`Error::recovery`] distinguishes:
 ///
 /// ```
 /// use std::time::Duration;
