@@ -3,8 +3,9 @@
 # tests and the real-broker tests, plus the bindings drift check.
 #
 # Without KAFKA_BOOTSTRAP_SERVERS in the environment, it starts the test
-# broker (tests/broker/kafka.sh) and stops it at the end. With it, it uses
-# that cluster and leaves it running. Extra arguments go to `cargo test`.
+# broker (tests/broker/kafka.sh) and stops it at the end, or reuses one the
+# script already runs. With the variable, it uses that cluster. Extra
+# arguments go to `cargo test`.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,8 +27,11 @@ finish() {
 trap finish EXIT
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
-    echo "starting the test broker ($broker start)" >&2
-    started_broker=true
+    # A broker that already runs from the script is reused and left running.
+    if ! "$broker" status >/dev/null 2>&1; then
+        echo "starting the test broker ($broker start)" >&2
+        started_broker=true
+    fi
     KAFKA_BOOTSTRAP_SERVERS=$("$broker" start | tail -n 1)
     export KAFKA_BOOTSTRAP_SERVERS
 fi
