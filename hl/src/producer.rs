@@ -413,6 +413,12 @@ impl Producer {
         self.shut_down()
     }
 
+    /// Waits until every send so far has its future resolved, up to
+    /// `timeout`; returns whether that happened.
+    pub(crate) fn wait_for_reports(&self, timeout: Duration) -> bool {
+        self.deliveries.wait_until_reported(timeout)
+    }
+
     pub(crate) fn client_ptr(&self) -> *mut ll::rd_kafka_t {
         self.client.as_ptr()
     }
