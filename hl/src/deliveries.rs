@@ -1,10 +1,10 @@
 //! The producer's table of sends awaiting their delivery reports, and the
 //! futures that read it.
 //!
-//! This is the producer's side of the paired queue, specialised for volume:
-//! a send costs one slot of 48 bytes in a slab and a 24-byte future, with
-//! no allocation of its own (unless it has owned payloads), and a whole delivery-report event is applied
-//! under one lock. The invariants:
+//! This is the producer's side of the paired queue, specialised for volume.
+//! A send costs one slot of 48 bytes in a slab and a 24-byte future, with
+//! no allocation of its own unless it has owned payloads. A whole
+//! delivery-report event is applied under one lock. The invariants:
 //!
 //! 1. A slot is taken ([`DeliveryTable::register`]) before
 //!    `rd_kafka_produceva` can report the send.
@@ -54,7 +54,7 @@ pub struct Delivery {
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct DeliveryError {
-    /// What went wrong.
+    /// The cause.
     pub error: Error,
     /// The owned key of the message, if it had one.
     pub key: Option<OwnedPayload>,

@@ -42,8 +42,8 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing waits for the reports of purged messages.
 const PURGE_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest a waiting sender sleeps before it tries again, in case the
-/// room it waits for was freed without a report (a purge, say).
+/// The maximum time a waiting sender sleeps before it tries again, in case
+/// the room it waits for was freed without a report (a purge, say).
 const QUEUE_SPACE_RECHECK: Duration = Duration::from_millis(50);
 
 /// A handler for client errors that librdkafka reports outside any send,
@@ -56,10 +56,11 @@ type ErrorHandler = Box<dyn FnMut(&KafkaError) + Send>;
 #[derive(Debug, thiserror::Error)]
 #[error("{error} (topic {:?}{}, value of {} bytes)", record.topic(), partition_text(record.partition_number()), record.value_bytes().map_or(0, <[u8]>::len))]
 pub struct SendError<'a> {
-    /// What went wrong.
+    /// The cause.
     pub error: Error,
-    /// The record, unchanged, for a retry.
-    pub record: Record<'a>,
+    /// The record, unchanged, for a retry. Boxed, so that a `Result` of a
+    /// send stays small.
+    pub record: Box<Record<'a>>,
 }
 
 fn partition_text(partition: Option<i32>) -> String {
@@ -242,17 +243,14 @@ impl Producer {
     /// fatal error, or a closed producer. Before the metadata arrives, a
     /// send to a missing partition returns a future that fails with
     /// [`ErrorCode::UNKNOWN_PARTITION`].
-    // The error hands the record back by value, without an allocation; the
-    // large result is written in place in the caller's frame.
-    #[allow(clippy::result_large_err)]
     pub fn send<'a>(&self, mut record: Record<'a>) -> Result<DeliveryFuture, SendError<'a>> {
         let (topic, topic_index) = match self.topics.get(&self.client, &self.deliveries, record.topic()) {
             Ok(found) => found,
-            Err(error) => return Err(SendError { error, record }),
+            Err(error) => return Err(SendError { error, record: Box::new(record) }),
         };
         let headers = match record.native_headers() {
             Ok(headers) => headers,
-            Err(error) => return Err(SendError { error, record }),
+            Err(error) => return Err(SendError { error, record: Box::new(record) }),
         };
         let mut args = record.produce_args(headers.as_ref());
         args.push(vu(ll::RD_KAFKA_VTYPE_RKT, ll::rd_kafka_vu_s__bindgen_ty_1 { rkt: topic }));
@@ -268,7 +266,7 @@ impl Producer {
             Ok(id) => id,
             Err(payloads) => {
                 restore(&mut record, payloads);
-                return Err(SendError { error: Error::Closed { operation: "send" }, record });
+                return Err(SendError { error: Error::Closed { operation: "send" }, record: Box::new(record) });
             }
         };
         args.push(vu(ll::RD_KAFKA_VTYPE_OPAQUE, ll::rd_kafka_vu_s__bindgen_ty_1 { ptr: id as *mut _ }));
@@ -284,7 +282,7 @@ impl Producer {
             // SAFETY: a non-NULL result is an error object we own.
             let error = unsafe { take_rd_kafka_error(error) };
             restore(&mut record, self.deliveries.unregister(id));
-            return Err(SendError { error: Error::Kafka { operation: "send", error }, record });
+            return Err(SendError { error: Error::Kafka { operation: "send", error }, record: Box::new(record) });
         }
 
         if let Some(headers) = headers {
@@ -304,7 +302,6 @@ impl Producer {
     ///
     /// As [`send`](Self::send); [`ErrorCode::QUEUE_FULL`] when the queue is
     /// still full after `timeout`.
-    #[allow(clippy::result_large_err)]
     pub fn send_wait<'a>(&self, record: Record<'a>, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
         // On the event thread no report can arrive while this call waits.
         if self.events.is_current() {
@@ -326,7 +323,7 @@ impl Producer {
             let recheck = now + QUEUE_SPACE_RECHECK;
             let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
             self.deliveries.wait_for_progress(seen, wake_at);
-            record = error.record;
+            record = *error.record;
         }
     }
 
@@ -414,6 +411,12 @@ impl Producer {
     pub fn close(mut self, timeout: Duration) -> Result<()> {
         self.close_timeout = timeout;
         self.shut_down()
+    }
+
+    /// Waits until every send so far has its future resolved, up to
+    /// `timeout`; returns whether that happened.
+    pub(crate) fn wait_for_reports(&self, timeout: Duration) -> bool {
+        self.deliveries.wait_until_reported(timeout)
     }
 
     pub(crate) fn client_ptr(&self) -> *mut ll::rd_kafka_t {

@@ -1,6 +1,6 @@
 //! Transactions of a producer.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka_ll as ll;
 
@@ -53,10 +53,10 @@ impl Error {
 /// [`ErrorCode::PURGE_QUEUE`](crate::ErrorCode::PURGE_QUEUE).
 ///
 /// Each call blocks up to its timeout and may fail in three ways, which
-/// [`Error::recovery`] tells apart:
+/// [`Error::recovery`] distinguishes:
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use rdkafka_hl::{Config, MockCluster, Producer, Record, Recovery};
 ///
 /// let cluster = MockCluster::new(3)?;
@@ -124,12 +124,22 @@ impl Producer {
     }
 
     /// Commits the transaction: flushes its messages, then makes them and
-    /// its offsets visible.
+    /// its offsets visible. When it returns `Ok`, the delivery future of
+    /// every message of the transaction is resolved.
     pub fn commit_transaction(&self, timeout: Duration) -> Result<()> {
         self.refuse_on_event_thread("commit_transaction")?;
+        let started = Instant::now();
         // SAFETY: the client is valid.
         let error = unsafe { ll::rd_kafka_commit_transaction(self.client_ptr(), timeout_ms(timeout)) };
-        error_result(error, "commit_transaction")
+        error_result(error, "commit_transaction")?;
+
+        // librdkafka counts a report as done when the event thread takes it
+        // from the queue, a moment before the future is resolved.
+        if self.wait_for_reports(timeout.saturating_sub(started.elapsed())) {
+            Ok(())
+        } else {
+            Err(Error::TimedOut { operation: "commit_transaction", timeout })
+        }
     }
 
     /// Aborts the transaction: purges its unsent messages and discards what

@@ -1038,7 +1038,7 @@ fn queue_full_exact() {
     let mut resent = Vec::new();
     for (id, error) in rejected {
         let future = producer
-            .send_wait(error.record, WAIT_TIMEOUT)
+            .send_wait(*error.record, WAIT_TIMEOUT)
             .unwrap_or_else(|error| panic!("second send of handed-back record {id} failed: {error}"));
         resent.push((id, future));
     }

@@ -21,8 +21,8 @@ use crate::{Options, Variant, PHASE_TIMEOUT};
 /// Messages between two commits of the commit variant.
 const COMMIT_EVERY: u64 = 1000;
 
-/// The most messages, and bytes, one partition gets, under the mock
-/// cluster's limits of 100,000 messages and 5 MiB per partition (measured
+/// The maximum number of messages, and bytes, one partition gets, under
+/// the mock cluster's limits of 100,000 messages and 5 MiB per partition (measured
 /// with librdkafka 2.12.1), which drop older messages.
 const MESSAGES_PER_PARTITION: u64 = 90_000;
 const BYTES_PER_PARTITION: u64 = 4 * 1024 * 1024;
@@ -115,8 +115,8 @@ fn hl_poll(target: &Target, group: &str, messages: u64) -> Result<(Duration, Dur
 fn hl_stream(target: &Target, group: &str, messages: u64) -> Result<(Duration, Duration), String> {
     let clock = Stopwatch::start();
     let consumer = hl_consumer(target, group)?;
-    // The read loop is bounded by the parent, which sees no result line
-    // from a child that hangs.
+    // The read loop has no bound of its own: the parent kills a child that
+    // runs longer than CHILD_TIMEOUT.
     block_on(async {
         for _ in 0..messages {
             consumer.recv().await.map_err(|error| error.to_string())?;

@@ -21,8 +21,8 @@ mod produce;
 mod report;
 mod runtime;
 
-use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use report::{Measurement, Summary};
 
@@ -189,13 +189,12 @@ fn run_parent(options: &Options) -> Result<(), String> {
             if let Some(brokers) = &options.brokers {
                 command.arg("--brokers").arg(brokers);
             }
-            let output = command.output().map_err(|error| format!("failed to start {}: {error}", variant.name()))?;
+            let output = run_bounded(command, CHILD_TIMEOUT).map_err(|error| format!("{}: {error}", variant.name()))?;
             if !output.status.success() {
                 return Err(format!(
-                    "{} failed in round {round} ({}): {}",
+                    "{} failed in round {round} ({}); its error is printed above",
                     variant.name(),
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+                    output.status
                 ));
             }
             let measurement = Measurement::parse(&String::from_utf8_lossy(&output.stdout))
@@ -248,3 +247,30 @@ fn run_child(args: &[String], position: usize) -> ExitCode {
 
 /// The limit for each phase of a measurement.
 pub const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The limit for one child process, after which the parent kills it.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Runs `command` and collects its output, killing it after `timeout`.
+fn run_bounded(mut command: Command, timeout: Duration) -> Result<std::process::Output, String> {
+    let mut child = command
+        // The child prints one result line; its diagnostics go straight to
+        // stderr, so that no pipe can fill up while the parent waits.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|error| format!("failed to start: {error}"))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().map_err(|error| format!("failed to read its output: {error}")),
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {timeout:?} and was killed"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(error) => return Err(format!("failed to wait for it: {error}")),
+        }
+    }
+}

@@ -92,7 +92,7 @@ impl AdminOptions {
     }
 
     /// Sets how long the broker waits for the operation to finish (topics
-    /// to be created on all replicas, say) before it answers. Defaults to
+    /// to be created on all replicas, say) before it responds. Defaults to
     /// the request timeout.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = Some(timeout);

@@ -166,7 +166,7 @@ impl Consumer {
     }
 
     /// Stops fetching from `partitions` until [`resume`](Self::resume).
-    /// The pause holds across rebalances of other partitions.
+    /// The pause stays in effect across rebalances of other partitions.
     pub fn pause(&self, partitions: &[TopicPartition]) -> Result<()> {
         let list = NativePartitionList::from_partitions(partitions)?;
         // SAFETY: the client and list are valid; librdkafka sets each

@@ -189,7 +189,7 @@ impl WakerHub {
     }
 
     /// Detaches the signal and stops the thread, waking every waiter so
-    /// that their next poll sees the closed consumer.
+    /// that their next poll finds the consumer closed.
     pub(super) fn stop(&mut self, messages: &NativeQueue) {
         // SAFETY: the queue is valid; a NULL callback disables the signal.
         unsafe { ll::rd_kafka_queue_cb_event_enable(messages.as_ptr(), None, std::ptr::null_mut()) };
