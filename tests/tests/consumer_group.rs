@@ -61,13 +61,11 @@ fn handover_eager_real_broker() {
 }
 
 #[test]
-#[ignore = "aborts the process: hl calls slice::from_raw_parts on the NULL elems of an empty rebalance list"]
 fn handover_cooperative_mock() {
     handover(&Target::mock(), "cooperative-sticky", Leave::Drop);
 }
 
 #[test]
-#[ignore = "aborts the process: hl calls slice::from_raw_parts on the NULL elems of an empty rebalance list"]
 fn handover_cooperative_real_broker() {
     if let Some(target) = Target::real_broker() {
         handover(&target, "cooperative-sticky", Leave::Drop);

@@ -62,13 +62,11 @@ fn pause_resume_real_broker() {
 }
 
 #[test]
-#[ignore = "aborts the process: hl calls slice::from_raw_parts on the NULL elems of an empty rebalance list"]
 fn pause_across_rebalance_mock() {
     pause_across_rebalance(&Target::mock());
 }
 
 #[test]
-#[ignore = "aborts the process: hl calls slice::from_raw_parts on the NULL elems of an empty rebalance list"]
 fn pause_across_rebalance_real_broker() {
     if let Some(target) = Target::real_broker() {
         pause_across_rebalance(&target);
@@ -844,7 +842,6 @@ fn partition_eof(target: &Target) {
 /// librdkafka 2.12.1's `rd_kafka_topic_partition_list_new(0)`), which hl
 /// must not turn into a slice.
 #[test]
-#[ignore = "aborts the process: hl calls slice::from_raw_parts on the NULL elems of an empty list"]
 fn empty_partition_lists() {
     let target = Target::mock();
     let consumer = new_consumer(consumer_config(&target, &unique_name("offsets-empty-list"), &[]));
