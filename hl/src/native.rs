@@ -205,13 +205,14 @@ impl NativeQueue {
     }
 
     /// Takes a reference to the consumer queue, where messages arrive.
-    pub(crate) fn consumer(client: &Arc<NativeClient>) -> Self {
+    /// Returns `None` for a consumer without `group.id`, which has none.
+    pub(crate) fn consumer(client: &Arc<NativeClient>) -> Option<Self> {
         // SAFETY: the client handle is valid.
         let raw = unsafe { ll::rd_kafka_queue_get_consumer(client.as_ptr()) };
-        Self {
-            raw: NonNull::new(raw).expect("rd_kafka_queue_get_consumer returned NULL for a consumer"),
+        Some(Self {
+            raw: NonNull::new(raw)?,
             _client: Arc::clone(client),
-        }
+        })
     }
 
     /// Takes a reference to the client's main queue.

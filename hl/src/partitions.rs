@@ -74,6 +74,10 @@ impl TopicPartitionOffset {
 /// An owned `rd_kafka_topic_partition_list_t`.
 pub(crate) struct NativePartitionList(NonNull<ll::rd_kafka_topic_partition_list_t>);
 
+// SAFETY: the list is plain data owned by this value alone; librdkafka
+// functions that take it only read it or copy it, on any thread.
+unsafe impl Send for NativePartitionList {}
+
 impl NativePartitionList {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let capacity = i32::try_from(capacity).unwrap_or(i32::MAX);

@@ -395,3 +395,172 @@ mod tests {
         block_on(std::future::pending::<()>(), Duration::from_millis(50), "a future that never wakes");
     }
 }
+
+/// Messages whose value is their id in decimal, for tests that check
+/// exactly which messages a consumer reads, and how often.
+pub mod numbered {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use rdkafka_hl::{Config, Consumer, Delivery, Error, Message, Producer, Record};
+
+    use crate::{Deadline, Target, WAIT_TIMEOUT};
+
+    /// How long one `Consumer::poll` blocks in these helpers, kept short so
+    /// that deadlines are checked often.
+    pub const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+    /// A message as read: its partition, its offset and the id in its value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Read {
+        /// The partition.
+        pub partition: i32,
+        /// The offset.
+        pub offset: i64,
+        /// The id parsed from the value.
+        pub id: usize,
+    }
+
+    /// Returns `config` with `key` set to `value`, panicking with both when
+    /// librdkafka rejects the setting.
+    #[track_caller]
+    pub fn set(config: Config, key: &str, value: &str) -> Config {
+        config
+            .set(key, value)
+            .unwrap_or_else(|error| panic!("invalid setting {key}={value}: {error}"))
+    }
+
+    /// Returns the consumer configuration for `group` on `target` (see
+    /// [`Target::group_config`]) that reads from the earliest offset and
+    /// commits only when asked, with `settings` applied last.
+    pub fn consumer_config(target: &Target, group: &str, settings: &[(&str, &str)]) -> Config {
+        let mut config = target.group_config(group);
+        config = set(config, "auto.offset.reset", "earliest");
+        config = set(config, "enable.auto.commit", "false");
+        for (key, value) in settings {
+            config = set(config, key, value);
+        }
+        config
+    }
+
+    /// Creates a consumer from `config`, panicking with the error.
+    #[track_caller]
+    pub fn new_consumer(config: Config) -> Consumer {
+        Consumer::new(config).unwrap_or_else(|error| panic!("failed to create a consumer: {error}"))
+    }
+
+    /// Creates a producer for `target`, panicking with the error.
+    #[track_caller]
+    pub fn new_producer(target: &Target) -> Producer {
+        Producer::new(target.config()).unwrap_or_else(|error| panic!("failed to create a producer: {error}"))
+    }
+
+    /// Sends one message for each id to `topic`, to `partition` if given,
+    /// and waits up to [`WAIT_TIMEOUT`] for every delivery. Returns the
+    /// deliveries in the order of `ids`.
+    pub fn send(
+        producer: &Producer,
+        topic: &str,
+        partition: Option<i32>,
+        ids: impl IntoIterator<Item = usize>,
+    ) -> Vec<Delivery> {
+        let mut futures = Vec::new();
+        for id in ids {
+            let value = id.to_string();
+            let mut record = Record::to(topic).value(value);
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            let future = producer
+                .send(record)
+                .unwrap_or_else(|error| panic!("send of message {id} to {topic} failed: {error}"));
+            futures.push((id, future));
+        }
+
+        let deadline = Deadline::after(WAIT_TIMEOUT, format!("{} deliveries to {topic}", futures.len()));
+        let mut deliveries = Vec::with_capacity(futures.len());
+        for (id, future) in futures {
+            let delivery = match future.wait_timeout(deadline.remaining()).map_err(Error::from) {
+                Ok(delivery) => delivery,
+                Err(Error::TimedOut { .. }) => deadline.fail(format!("message {id} has no delivery result")),
+                Err(error) => panic!("delivery of message {id} to {topic} failed: {error}"),
+            };
+            deliveries.push(delivery);
+        }
+        deliveries
+    }
+
+    /// Parses the id from a message's value.
+    #[track_caller]
+    pub fn id(message: &Message<'_>) -> usize {
+        let parsed = message
+            .value()
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(|text| text.parse().ok());
+        parsed.unwrap_or_else(|| {
+            panic!(
+                "message at {} [{}] offset {} has no decimal id as its value: {:?}",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                message.value()
+            )
+        })
+    }
+
+    /// Returns where `message` is and its id.
+    #[track_caller]
+    pub fn read(message: &Message<'_>) -> Read {
+        Read {
+            partition: message.partition(),
+            offset: message.offset(),
+            id: id(message),
+        }
+    }
+
+    /// Polls until `count` messages arrived, failing on any error and after
+    /// [`WAIT_TIMEOUT`]. `what` names the consumer in failure messages.
+    #[track_caller]
+    pub fn poll_count(consumer: &Consumer, count: usize, what: &str) -> Vec<Read> {
+        let deadline = Deadline::after(WAIT_TIMEOUT, format!("{count} messages for {what}"));
+        let mut reads = Vec::with_capacity(count);
+        while reads.len() < count {
+            deadline.check(|| format!("got {} messages: {}", reads.len(), describe_reads(&reads)));
+            if let Some(result) = consumer.poll(POLL_TIMEOUT) {
+                let message = result.unwrap_or_else(|error| panic!("poll of {what} failed: {error}"));
+                reads.push(read(&message));
+            }
+        }
+        reads
+    }
+
+    /// Polls for `window` and fails if a message or an error arrives.
+    #[track_caller]
+    pub fn expect_none(consumer: &Consumer, window: Duration, what: &str) {
+        let quiet = Deadline::after(window, format!("no message for {what}"));
+        while !quiet.is_expired() {
+            match consumer.poll(quiet.remaining().min(POLL_TIMEOUT)) {
+                None => {}
+                Some(Ok(message)) => panic!(
+                    "{what} read a message during a {window:?} window that must stay quiet: {:?}",
+                    read(&message)
+                ),
+                Some(Err(error)) => panic!("poll of {what} failed: {error}"),
+            }
+        }
+    }
+
+    /// Describes reads as the offsets read from each partition, for failure
+    /// messages.
+    pub fn describe_reads(reads: &[Read]) -> String {
+        let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for read in reads {
+            by_partition.entry(read.partition).or_default().push(read.offset);
+        }
+        let lines: Vec<String> = by_partition
+            .iter()
+            .map(|(partition, offsets)| format!("partition {partition} offsets {offsets:?}"))
+            .collect();
+        lines.join("; ")
+    }
+}

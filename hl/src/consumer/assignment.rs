@@ -1,6 +1,5 @@
 //! Subscriptions, assignments and pausing.
 
-use std::ffi::CStr;
 use std::ptr::{self, NonNull};
 
 use rdkafka_ll as ll;
@@ -156,11 +155,9 @@ impl Consumer {
 
     /// Returns the rebalance protocol of the group.
     pub fn rebalance_protocol(&self) -> RebalanceProtocol {
-        // SAFETY: the client is valid; the name is a static string.
-        let name = unsafe { CStr::from_ptr(ll::rd_kafka_rebalance_protocol(self.client.as_ptr())) };
-        match name.to_bytes() {
-            b"EAGER" => RebalanceProtocol::Eager,
-            b"COOPERATIVE" => RebalanceProtocol::Cooperative,
+        match super::rebalance::protocol_name(self.client.as_ptr()) {
+            Some(b"EAGER") => RebalanceProtocol::Eager,
+            Some(b"COOPERATIVE") => RebalanceProtocol::Cooperative,
             _ => RebalanceProtocol::None,
         }
     }
@@ -209,4 +206,30 @@ fn error_result(error: *mut ll::rd_kafka_error_t, operation: &'static str) -> Re
     // SAFETY: a non-NULL error is ours to destroy.
     let error = unsafe { take_rd_kafka_error(error) };
     Err(Error::Kafka { operation, error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn protocol_before_joining_is_none() {
+        // librdkafka returns a NULL protocol name before the consumer joins
+        // its group, which must not be read as a string.
+        let config = Config::new().set("bootstrap.servers", "127.0.0.1:1").unwrap();
+        let consumer = Consumer::new(config.set("group.id", "never-joins").unwrap()).unwrap();
+
+        assert_eq!(consumer.rebalance_protocol(), RebalanceProtocol::None);
+        assert_eq!(consumer.assignment().unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn consumer_without_group_is_rejected() {
+        let config = Config::new().set("bootstrap.servers", "127.0.0.1:1").unwrap();
+
+        let error = Consumer::new(config).unwrap_err();
+
+        assert!(error.to_string().contains("group.id"), "{error}");
+    }
 }

@@ -65,12 +65,12 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Creates the consumer. Set `group.id` to subscribe or commit.
+    /// Creates the consumer. The configuration must set `group.id`.
     ///
     /// # Errors
     ///
-    /// [`Error::ClientCreation`] when librdkafka rejects the configuration
-    /// as a whole.
+    /// [`Error::ClientCreation`] when `group.id` is missing or librdkafka
+    /// rejects the configuration as a whole.
     pub fn build(self) -> Result<Consumer> {
         let mut config = self.config;
         config.set_in_place("log.queue", "true")?;
@@ -100,7 +100,11 @@ impl ConsumerBuilder {
             reason: format!("failed to start the event thread: {error}"),
         })?;
 
-        let messages = NativeQueue::consumer(&client);
+        // librdkafka's high-level consumer, and so its poll, needs a group.
+        let messages = NativeQueue::consumer(&client).ok_or_else(|| Error::ClientCreation {
+            kind: "consumer",
+            reason: "group.id is not set; set it, even when partitions are assigned by hand".to_owned(),
+        })?;
         let wakers = WakerHub::start(&client, &messages).map_err(|error| Error::ClientCreation {
             kind: "consumer",
             reason: format!("failed to start the waker thread: {error}"),
@@ -171,11 +175,12 @@ pub struct Consumer {
 
 impl Consumer {
     /// Creates a consumer with default options; see [`Consumer::builder`].
+    /// The configuration must set `group.id`.
     ///
     /// # Errors
     ///
-    /// [`Error::ClientCreation`] when librdkafka rejects the configuration
-    /// as a whole.
+    /// [`Error::ClientCreation`] when `group.id` is missing or librdkafka
+    /// rejects the configuration as a whole.
     pub fn new(config: Config) -> Result<Self> {
         Self::builder(config).build()
     }
@@ -324,7 +329,7 @@ impl Consumer {
             }
             if let Some(event) = close_queue.poll(timeout_ms(remaining.min(Duration::from_millis(100)))) {
                 if let Some(event) = handle_common_event(event) {
-                    rebalance::serve_close_event(self, &event);
+                    rebalance::serve_close_event(self, &event, deadline);
                 }
             }
         }
@@ -382,7 +387,12 @@ fn handle_commit_event(commits: &Pending<CommitSlot>, event: NativeEvent) {
         let error = KafkaError::with_message(ErrorCode::from_raw(code), event.error_string());
         Err(Error::Kafka { operation: "commit", error })
     } else {
-        all_or_errors("commit", split_errors(entries))
+        // With no offsets given, librdkafka lists every assigned partition,
+        // those with nothing to commit at OFFSET_INVALID; they were not
+        // committed, so they are not reported as committed.
+        let (committed, failed) = split_errors(entries);
+        let committed = committed.into_iter().filter(|entry| entry.offset >= 0).collect();
+        all_or_errors("commit", (committed, failed))
     };
 
     // Woken after the event is gone, so no librdkafka object is held.

@@ -4,6 +4,9 @@ use std::cell::Cell;
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka_ll as ll;
@@ -11,7 +14,7 @@ use rdkafka_ll as ll;
 use super::Consumer;
 use crate::error::{take_rd_kafka_error, ErrorCode};
 use crate::native::{NativeConf, NativeEvent};
-use crate::partitions::{read_partition_list, TopicPartitionOffset};
+use crate::partitions::{read_partition_list, NativePartitionList, TopicPartitionOffset};
 
 /// Code that runs when the group assigns partitions to this consumer or
 /// takes them away, on the thread that polls.
@@ -128,15 +131,56 @@ unsafe extern "C" fn rebalance_callback(
     }
 }
 
+/// The longest closing waits for one assignment change. The change is a
+/// local request to librdkafka's group thread that normally returns within
+/// milliseconds; one that takes longer is the lost reply described below.
+const CLOSE_ASSIGN_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves a rebalance event that closing the consumer causes.
-pub(super) fn serve_close_event(consumer: &Consumer, event: &NativeEvent) {
+///
+/// The assignment change runs on a thread of its own, waited for until
+/// `deadline`: after the group has terminated, librdkafka 2.12.1 can leave
+/// `rd_kafka_assign` waiting for a reply that never comes (librdkafka
+/// issue 4884), which would otherwise block the close forever. A thread
+/// stuck that way is left behind, with a log line.
+pub(super) fn serve_close_event(consumer: &Consumer, event: &NativeEvent, deadline: Option<Instant>) {
     if event.event_type() != ll::RD_KAFKA_EVENT_REBALANCE {
         return;
     }
     // SAFETY: the event is a valid REBALANCE event; its list lives as long
     // as the event.
     let partitions = unsafe { ll::rd_kafka_event_topic_partition_list(event.as_ptr()) };
-    apply(consumer.client_ptr(), Some(consumer), event.error_code(), partitions);
+    let code = event.error_code();
+    run_listener(consumer.client_ptr(), consumer, code, partitions);
+
+    // SAFETY: the client is valid. A terminated group takes no more
+    // assignment changes.
+    if unsafe { ll::rd_kafka_consumer_closed(consumer.client_ptr()) } != 0 {
+        return;
+    }
+
+    // SAFETY: the list is valid; the copy is ours.
+    let Some(owned) = (unsafe { NativePartitionList::from_raw(ll::rd_kafka_topic_partition_list_copy(partitions)) })
+    else {
+        return;
+    };
+    let client = Arc::clone(&consumer.client);
+    let (done, finished) = mpsc::channel();
+    let spawned = thread::Builder::new().name("rdkafka-close-assign".to_owned()).spawn(move || {
+        change_assignment(client.as_ptr(), code, owned.as_ptr());
+        let _ = done.send(());
+    });
+    if let Err(error) = spawned {
+        log::error!("failed to start a thread for the closing rebalance: {error}");
+        return;
+    }
+
+    let wait = deadline.map_or(CLOSE_ASSIGN_WAIT, |deadline| {
+        deadline.saturating_duration_since(Instant::now()).min(CLOSE_ASSIGN_WAIT)
+    });
+    if finished.recv_timeout(wait).is_err() {
+        log::error!("the assignment change of the closing rebalance did not return within {wait:?}; leaving it behind");
+    }
 }
 
 /// Runs the listener, then assigns or revokes `partitions` the way the
@@ -147,20 +191,46 @@ fn apply(
     code: ll::rd_kafka_resp_err_t,
     partitions: *mut ll::rd_kafka_topic_partition_list_t,
 ) {
-    // SAFETY: the client is valid during its own callback; the protocol
-    // name is a static string.
-    let protocol = unsafe { CStr::from_ptr(ll::rd_kafka_rebalance_protocol(client)) };
-    let cooperative = protocol.to_bytes() == b"COOPERATIVE";
+    if let Some(consumer) = consumer {
+        run_listener(client, consumer, code, partitions);
+    }
+    change_assignment(client, code, partitions);
+}
+
+/// Runs the listener for a rebalance; on assignment, copies the offsets it
+/// chose into `partitions`.
+fn run_listener(
+    client: *mut ll::rd_kafka_t,
+    consumer: &Consumer,
+    code: ll::rd_kafka_resp_err_t,
+    partitions: *mut ll::rd_kafka_topic_partition_list_t,
+) {
+    match code {
+        ll::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+            // SAFETY: librdkafka's list is valid for this call.
+            let mut entries = unsafe { read_offsets(partitions) };
+            consumer.listener.with(|listener| listener.on_assign(consumer, &mut entries));
+            // SAFETY: as above; the entries were read from this list in order.
+            unsafe { write_offsets(partitions, &entries) };
+        }
+        ll::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+            // SAFETY: the client is valid.
+            let lost = unsafe { ll::rd_kafka_assignment_lost(client) } != 0;
+            // SAFETY: librdkafka's list is valid for this call.
+            let entries = unsafe { read_offsets(partitions) };
+            consumer.listener.with(|listener| listener.on_revoke(consumer, &entries, lost));
+        }
+        _ => {}
+    }
+}
+
+/// Assigns or revokes `partitions` as the rebalance `code` requires, with
+/// the calls of the group's protocol.
+fn change_assignment(client: *mut ll::rd_kafka_t, code: ll::rd_kafka_resp_err_t, partitions: *mut ll::rd_kafka_topic_partition_list_t) {
+    let cooperative = protocol_name(client) == Some(b"COOPERATIVE".as_slice());
 
     match code {
         ll::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-            if let Some(consumer) = consumer {
-                // SAFETY: librdkafka's list is valid for this call.
-                let mut entries = unsafe { read_offsets(partitions) };
-                consumer.listener.with(|listener| listener.on_assign(consumer, &mut entries));
-                // SAFETY: as above; the entries were read from this list in order.
-                unsafe { write_offsets(partitions, &entries) };
-            }
             // SAFETY: the client and list are valid for the call.
             let result = unsafe {
                 if cooperative {
@@ -171,21 +241,25 @@ fn apply(
             };
             log_failure("assign", result);
         }
-        ll::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-            if let Some(consumer) = consumer {
-                // SAFETY: the client is valid.
-                let lost = unsafe { ll::rd_kafka_assignment_lost(client) } != 0;
-                // SAFETY: librdkafka's list is valid for this call.
-                let entries = unsafe { read_offsets(partitions) };
-                consumer.listener.with(|listener| listener.on_revoke(consumer, &entries, lost));
-            }
-            unassign(client, cooperative, partitions);
-        }
+        ll::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => unassign(client, cooperative, partitions),
         other => {
             log::error!("rebalance failed: {}; dropping the assignment", ErrorCode::from_raw(other));
             unassign(client, cooperative, partitions);
         }
     }
+}
+
+/// Returns the name of the group's rebalance protocol, or `None` for a
+/// consumer without a group (librdkafka returns NULL then, for example once
+/// the group has terminated).
+pub(super) fn protocol_name(client: *mut ll::rd_kafka_t) -> Option<&'static [u8]> {
+    // SAFETY: the client is valid.
+    let name = unsafe { ll::rd_kafka_rebalance_protocol(client) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL name is a static NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(name) }.to_bytes())
 }
 
 fn unassign(client: *mut ll::rd_kafka_t, cooperative: bool, partitions: *mut ll::rd_kafka_topic_partition_list_t) {
@@ -217,6 +291,10 @@ unsafe fn read_offsets(list: *const ll::rd_kafka_topic_partition_list_t) -> Vec<
 ///
 /// `list` must be valid and have at least `entries.len()` elements.
 unsafe fn write_offsets(list: *mut ll::rd_kafka_topic_partition_list_t, entries: &[TopicPartitionOffset]) {
+    // An empty list may have a NULL `elems`, which no slice may point to.
+    if entries.is_empty() {
+        return;
+    }
     // SAFETY: the caller guarantees a valid list with that many elements.
     let elements = unsafe { std::slice::from_raw_parts_mut((*list).elems, entries.len()) };
     for (element, entry) in elements.iter_mut().zip(entries) {
