@@ -24,9 +24,11 @@
 #![allow(clippy::result_large_err)]
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::ThreadId;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -139,6 +141,9 @@ pub(crate) struct DeliveryTable {
     progress: AtomicU64,
     /// Notified when reports are applied or the table closes.
     changed: Condvar,
+    /// The producer's event thread, which applies the reports, so where a
+    /// blocking wait would never end.
+    event_thread: OnceLock<ThreadId>,
 }
 
 fn split_id(id: u64) -> (usize, u32) {
@@ -157,6 +162,7 @@ impl DeliveryTable {
             }),
             progress: AtomicU64::new(0),
             changed: Condvar::new(),
+            event_thread: OnceLock::new(),
         })
     }
 
@@ -203,6 +209,15 @@ impl DeliveryTable {
             self.changed.notify_all();
         }
         payloads
+    }
+
+    /// Records the thread that applies the reports.
+    pub(crate) fn set_event_thread(&self, thread: ThreadId) {
+        let _ = self.event_thread.set(thread);
+    }
+
+    fn on_event_thread(&self) -> bool {
+        self.event_thread.get() == Some(&std::thread::current().id())
     }
 
     /// Returns the index of a topic name, adding it the first time.
@@ -256,7 +271,9 @@ impl DeliveryTable {
     }
 
     /// Resolves every send still without a report as closed, and refuses
-    /// new ones. Returns what [`DeliveryTable::apply`] returns.
+    /// new ones. Returns what [`DeliveryTable::apply`] returns, with the
+    /// owned payloads of those sends in [`Applied::retained`]: librdkafka
+    /// may still point at them, so they are not handed back.
     pub(crate) fn close(&self) -> Applied {
         let mut applied = Applied::default();
         let mut table = self.table.lock();
@@ -272,10 +289,11 @@ impl DeliveryTable {
                         offset: -1,
                         timestamp: Timestamp::NotAvailable,
                     });
+                    applied.retained.extend(slot.payloads.take().map(|payloads| *payloads));
                     applied.wakers.extend(waker);
                 }
                 State::Orphaned => {
-                    applied.payloads.extend(slot.payloads.take().map(|payloads| *payloads));
+                    applied.retained.extend(slot.payloads.take().map(|payloads| *payloads));
                     free.push(index as u32);
                 }
                 other => slot.state = other,
@@ -411,19 +429,30 @@ pub(crate) struct Applied {
     payloads: Vec<Payloads>,
     /// Reports whose id matched no waiting slot.
     pub(crate) unknown: usize,
+    /// Payloads of sends closed without a report, which librdkafka may
+    /// still point at: to be kept until the client is destroyed.
+    pub(crate) retained: Vec<Payloads>,
 }
 
 impl Applied {
-    /// Wakes the futures and drops the payloads of delivered sends.
-    pub(crate) fn finish(self) {
-        drop(self.payloads);
+    /// Wakes the futures, then drops the payloads of delivered sends.
+    /// Returns the payloads to retain (see [`Applied::retained`]).
+    ///
+    /// Wakers and payload `Drop` implementations are user code, so each
+    /// runs on its own under `catch_unwind`: one that panics must not keep
+    /// the others from running.
+    pub(crate) fn finish(self) -> Vec<Payloads> {
         for waker in self.wakers {
-            // A waker is user code; its panic must not stop the event
-            // thread from waking the others.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
                 log::error!("a waker panicked when its delivery completed");
             }
         }
+        for payloads in self.payloads {
+            if catch_unwind(AssertUnwindSafe(|| drop(payloads))).is_err() {
+                log::error!("dropping the payload of a delivered message panicked");
+            }
+        }
+        self.retained
     }
 }
 
@@ -487,7 +516,14 @@ impl DeliveryFuture {
     }
 
     /// Blocks until the delivery report arrives.
+    ///
+    /// On the producer's own event thread (in a waker), where the report
+    /// can never arrive while this waits, it returns
+    /// [`Error::OnEventThread`] unless the report is already there.
     pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
+        if self.table.on_event_thread() && !self.table.is_ready(self.id) {
+            return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
+        }
         self.done = true;
         self.table
             .wait_slot(self.id, None)
@@ -580,6 +616,46 @@ mod tests {
     }
 
     #[test]
+    fn panicking_payload_drop_still_wakes_others() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+
+        struct PanicOnDrop;
+        impl AsRef<[u8]> for PanicOnDrop {
+            fn as_ref(&self) -> &[u8] {
+                b"boom"
+            }
+        }
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("payload drop panics");
+            }
+        }
+        struct CountingWaker(AtomicUsize);
+        impl Wake for CountingWaker {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let table = DeliveryTable::new();
+        let panicking = table
+            .register(0, Some(Box::new((None, Some(OwnedPayload::Custom(Arc::new(PanicOnDrop)))))))
+            .unwrap();
+        let watched = table.register(0, None).unwrap();
+        drop(DeliveryFuture::new(Arc::clone(&table), panicking));
+        let mut future = DeliveryFuture::new(Arc::clone(&table), watched);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        assert!(Pin::new(&mut future).poll(&mut Context::from_waker(&waker)).is_pending());
+
+        table.apply(&[(panicking, delivered(0)), (watched, delivered(1))]).finish();
+
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "the other future was not woken");
+        assert_eq!(future.wait().unwrap().offset, 1);
+    }
+
+    #[test]
     fn reports_resolve_by_id_in_any_order() {
         let table = DeliveryTable::new();
         let topic = table.topic_index("orders");
@@ -623,18 +699,19 @@ mod tests {
     }
 
     #[test]
-    fn close_resolves_unreported_as_closed() {
+    fn close_resolves_unreported_and_retains_payloads() {
         let table = DeliveryTable::new();
         let id = table.register(0, owned(b"kept")).unwrap();
         let future = DeliveryFuture::new(Arc::clone(&table), id);
 
-        table.close().finish();
+        let retained = table.close().finish();
 
         assert_eq!(table.unreported(), 0);
         assert!(table.register(0, None).is_err());
         let error = future.wait().unwrap_err();
         assert!(matches!(error.error, Error::Closed { .. }), "{error:?}");
-        assert_eq!(error.value.map(OwnedPayload::into_vec), Some(b"kept".to_vec()));
+        assert_eq!(error.value, None, "a payload librdkafka may still point at was handed back");
+        assert_eq!(retained.len(), 1);
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl EventThread {
         })
     }
 
+    /// Returns the thread's id.
+    pub(crate) fn thread_id(&self) -> ThreadId {
+        self.thread_id
+    }
+
     /// Returns whether the caller runs on this event thread, as a waker or
     /// error handler does.
     pub(crate) fn is_current(&self) -> bool {

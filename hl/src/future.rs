@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::completion::{Completion, CompletionFuture};
@@ -29,16 +30,26 @@ pub(crate) type Slot<T, E = Error> = Arc<Completion<Result<T, E>>>;
 pub struct KafkaFuture<T, E = Error> {
     slot: Slot<T, E>,
     operation: &'static str,
+    /// The thread that resolves this future, where a blocking wait would
+    /// never end.
+    event_thread: ThreadId,
 }
 
 impl<T, E: From<Error>> KafkaFuture<T, E> {
-    pub(crate) fn new(slot: Slot<T, E>, operation: &'static str) -> Self {
-        Self { slot, operation }
+    pub(crate) fn new(slot: Slot<T, E>, operation: &'static str, event_thread: ThreadId) -> Self {
+        Self { slot, operation, event_thread }
     }
 
     /// Blocks until the result arrives.
+    ///
+    /// On the client's own event thread (in a waker), where the result can
+    /// never arrive while this waits, it returns [`Error::OnEventThread`]
+    /// unless the result is already there.
     pub fn wait(self) -> Result<T, E> {
         let operation = self.operation;
+        if std::thread::current().id() == self.event_thread && !self.slot.is_ready() {
+            return Err(Error::OnEventThread { operation }.into());
+        }
         self.slot
             .wait(None)
             .unwrap_or_else(|| Err(Error::Closed { operation }.into()))

@@ -63,8 +63,8 @@ pub struct Message<'c> {
 // SAFETY: the message is owned by this value alone, and librdkafka's
 // message objects may be read and destroyed from any thread.
 unsafe impl Send for Message<'_> {}
-// SAFETY: `&self` methods only read the message.
-unsafe impl Sync for Message<'_> {}
+// Message is not Sync: `headers(&self)` makes librdkafka parse the headers
+// into the message on first use, without a lock.
 
 impl Message<'_> {
     /// Takes ownership of a message polled from librdkafka.

@@ -164,6 +164,7 @@ impl ProducerBuilder {
             kind: "producer",
             reason: format!("failed to start the event thread: {error}"),
         })?;
+        deliveries.set_event_thread(events.thread_id());
 
         Ok(Producer {
             events,
@@ -402,7 +403,9 @@ impl Producer {
     /// Closes the producer: waits up to `timeout` for outstanding
     /// deliveries, then purges what is left, waits up to 5 s for the purge
     /// reports, and resolves every future still pending with
-    /// [`Error::Closed`].
+    /// [`Error::Closed`]. Those futures hand no payload back: librdkafka
+    /// may still point at it, so the producer keeps it until librdkafka's
+    /// client is destroyed.
     ///
     /// # Errors
     ///
@@ -452,8 +455,13 @@ impl Producer {
         self.events.stop();
 
         // Invariant 4 of the delivery table: whatever got no report is
-        // resolved here, once.
-        self.deliveries.close().finish();
+        // resolved here, once. librdkafka may still point at the owned
+        // payloads of those sends, so they live until the client is
+        // destroyed instead of being handed back.
+        let retained = self.deliveries.close().finish();
+        if !retained.is_empty() {
+            self.client.keep_alive(Box::new(retained));
+        }
         flushed
     }
 }
@@ -532,7 +540,8 @@ impl EventHandler {
         if applied.unknown > 0 {
             log::error!("{} delivery reports matched no waiting send", applied.unknown);
         }
-        applied.finish();
+        let retained = applied.finish();
+        debug_assert!(retained.is_empty(), "reports retain no payloads");
     }
 }
 

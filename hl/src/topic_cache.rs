@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use rdkafka_ll as ll;
@@ -33,13 +34,24 @@ impl Drop for TopicHandle {
 /// Sending with a handle (`RD_KAFKA_VTYPE_RKT`) spares librdkafka a look-up
 /// of the name, and this crate a C string, on every send.
 pub(crate) struct TopicCache {
-    topics: RwLock<HashMap<Box<str>, (TopicHandle, u32)>>,
+    topics: RwLock<Topics>,
+    /// Index in `Topics::entries` of the topic last looked up: most
+    /// producers send to one topic, which then costs no hashing.
+    last: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Topics {
+    /// Never shrinks, so indexes stay valid.
+    entries: Vec<(Box<str>, TopicHandle, u32)>,
+    by_name: HashMap<Box<str>, usize>,
 }
 
 impl TopicCache {
     pub(crate) fn new() -> Self {
         Self {
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(Topics::default()),
+            last: AtomicUsize::new(0),
         }
     }
 
@@ -51,8 +63,19 @@ impl TopicCache {
         deliveries: &DeliveryTable,
         name: &str,
     ) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
-        if let Some((handle, index)) = self.topics.read().get(name) {
-            return Ok((handle.0.as_ptr(), *index));
+        {
+            let topics = self.topics.read();
+            let last = self.last.load(Ordering::Relaxed);
+            if let Some((last_name, handle, index)) = topics.entries.get(last) {
+                if **last_name == *name {
+                    return Ok((handle.0.as_ptr(), *index));
+                }
+            }
+            if let Some(&position) = topics.by_name.get(name) {
+                self.last.store(position, Ordering::Relaxed);
+                let (_, handle, index) = &topics.entries[position];
+                return Ok((handle.0.as_ptr(), *index));
+            }
         }
 
         let invalid = |reason| Error::InvalidArgument {
@@ -66,7 +89,8 @@ impl TopicCache {
         let c_name = CString::new(name).map_err(|_| invalid("it contains a NUL byte"))?;
 
         let mut topics = self.topics.write();
-        if let Some((handle, index)) = topics.get(name) {
+        if let Some(&position) = topics.by_name.get(name) {
+            let (_, handle, index) = &topics.entries[position];
             return Ok((handle.0.as_ptr(), *index));
         }
         // SAFETY: the client is valid; the name is NUL-terminated. A NULL
@@ -75,7 +99,10 @@ impl TopicCache {
         let handle = NonNull::new(raw).map(TopicHandle).ok_or_else(|| invalid("librdkafka rejected it"))?;
         let index = deliveries.topic_index(name);
         let pointer = handle.0.as_ptr();
-        topics.insert(name.into(), (handle, index));
+        let position = topics.entries.len();
+        topics.entries.push((name.into(), handle, index));
+        topics.by_name.insert(name.into(), position);
+        self.last.store(position, Ordering::Relaxed);
         Ok((pointer, index))
     }
 }

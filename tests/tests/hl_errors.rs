@@ -217,3 +217,69 @@ fn consumer_drop_pending_commit_bounded() {
         other => panic!("the pending commit resolved to {other:?} after the drop, expected Error::Closed"),
     }
 }
+
+/// A waker that drops the last handle of a consumer, which then shuts down
+/// on its own event thread.
+struct DroppingWaker {
+    consumer: std::sync::Mutex<Option<std::sync::Arc<Consumer>>>,
+}
+
+impl std::task::Wake for DroppingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        let consumer = self.consumer.lock().unwrap().take();
+        drop(consumer);
+    }
+}
+
+/// Checks that a consumer dropped on its own event thread, from the waker
+/// of a commit future, shuts down without waiting for commit results that
+/// only that thread could deliver.
+#[test]
+fn consumer_dropped_by_commit_waker() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Waker};
+
+    let target = Target::mock();
+    let topic = target.create_topic("hl-waker-drop", 1);
+    let producer = rdkafka_hl::Producer::new(target.config()).unwrap_or_else(|error| panic!("failed to create a producer: {error}"));
+    producer
+        .send(Record::to(&topic).value("one"))
+        .unwrap_or_else(|error| panic!("send failed: {error}"))
+        .wait_timeout(WAIT_TIMEOUT)
+        .unwrap_or_else(|error| panic!("delivery failed: {error}"));
+
+    let config = set(target.group_config(&unique_name("hl-waker-drop")), "auto.offset.reset", "earliest");
+    let mut consumer = Consumer::new(config).unwrap_or_else(|error| panic!("failed to create a consumer: {error}"));
+    consumer.set_close_timeout(Duration::from_secs(60));
+    consumer.subscribe(&[&topic]).unwrap_or_else(|error| panic!("subscribe failed: {error}"));
+    let started = Instant::now();
+    let offset = loop {
+        assert!(started.elapsed() < WAIT_TIMEOUT, "timed out after {WAIT_TIMEOUT:?} waiting for the message");
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            break message.unwrap_or_else(|error| panic!("poll failed: {error}")).offset();
+        }
+    };
+    let next = [TopicPartitionOffset::new(&topic, 0, offset + 1)];
+    let mut first = consumer.commit_offsets(&next).unwrap_or_else(|error| panic!("commit failed to start: {error}"));
+    let second = consumer.commit_offsets(&next).unwrap_or_else(|error| panic!("commit failed to start: {error}"));
+
+    let consumer = Arc::new(consumer);
+    let waker_state = Arc::new(DroppingWaker { consumer: Mutex::new(Some(Arc::clone(&consumer))) });
+    drop(consumer);
+    let waker = Waker::from(Arc::clone(&waker_state));
+    let _ = Pin::new(&mut first).poll(&mut Context::from_waker(&waker));
+    drop(waker);
+    drop(waker_state);
+
+    let bound = Duration::from_secs(10);
+    let started = Instant::now();
+    let result = second.wait_timeout(bound);
+    let elapsed = started.elapsed();
+    assert!(
+        !matches!(result, Err(Error::TimedOut { .. })),
+        "the second commit did not resolve within {bound:?} after the consumer was dropped by a waker"
+    );
+    assert!(elapsed < bound, "the second commit took {elapsed:?} to resolve");
+}

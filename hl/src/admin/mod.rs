@@ -217,7 +217,7 @@ impl AdminClient {
         };
 
         start(native.0.as_ptr(), self.queue.as_ptr());
-        Ok(KafkaFuture::new(slot, operation))
+        Ok(KafkaFuture::new(slot, operation, self.events.thread_id()))
     }
 
     pub(crate) fn client_ptr(&self) -> *mut ll::rd_kafka_t {

@@ -283,8 +283,12 @@ impl Consumer {
         // A timeout too large for an Instant means no deadline at all.
         let deadline = Instant::now().checked_add(self.close_timeout);
         let closed = self.leave_group(deadline);
-        let remaining = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
-        self.commits.wait_until_empty(remaining);
+        // On the event thread (the last handle dropped by a waker), no
+        // commit result can arrive while this waits, so it does not wait.
+        if !self.events.is_current() {
+            let remaining = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+            self.commits.wait_until_empty(remaining);
+        }
         self.events.stop();
         self.wakers.stop(&self.messages);
 

@@ -56,7 +56,7 @@ impl Consumer {
             self.commits.take(id);
             return Err(Error::kafka("commit", code));
         }
-        Ok(CommitFuture::new(slot, "commit"))
+        Ok(CommitFuture::new(slot, "commit", self.events.thread_id()))
     }
 
     /// Stores offsets for the next automatic or
