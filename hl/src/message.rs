@@ -117,6 +117,14 @@ impl Message<'_> {
         unsafe { optional_bytes(fields.payload, fields.len) }
     }
 
+    /// Returns the leader epoch of the partition when the message was
+    /// written, if the broker reported one.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        // SAFETY: the message is valid.
+        let epoch = unsafe { ll::rd_kafka_message_leader_epoch(self.raw.as_ptr()) };
+        (epoch >= 0).then_some(epoch)
+    }
+
     /// The timestamp.
     pub fn timestamp(&self) -> Timestamp {
         // SAFETY: the message is valid.
@@ -164,6 +172,7 @@ impl Message<'_> {
             value: self.value().map(<[u8]>::to_vec),
             headers: self.headers(),
             timestamp: self.timestamp(),
+            leader_epoch: self.leader_epoch(),
         }
     }
 }
@@ -202,6 +211,8 @@ pub struct OwnedMessage {
     pub headers: Vec<Header>,
     /// The timestamp.
     pub timestamp: Timestamp,
+    /// The leader epoch, if the broker reported one.
+    pub leader_epoch: Option<i32>,
 }
 
 /// Borrows `len` bytes at `data`, or `None` for a NULL pointer.

@@ -546,3 +546,38 @@ fn expected_records_cover_null_and_empty() {
     let non_empty_keys = records.iter().filter(|record| record.key.as_ref().is_some_and(|key| !key.is_empty())).count();
     assert_eq!(keys.len(), non_empty_keys + 2, "distinct keys: every non-empty key plus null and empty");
 }
+
+/// Checks the leader epoch a consumed message carries: a new topic's
+/// leader is in epoch 0 on the real broker.
+fn leader_epoch_scenario(target: &Target, expected: Option<i32>) {
+    let topic = target.create_topic("hl-epoch", 1);
+    let producer = Producer::new(target.config()).unwrap_or_else(|error| panic!("failed to create a producer: {error}"));
+    producer
+        .send(Record::to(&topic).value("epoch"))
+        .unwrap_or_else(|error| panic!("send failed: {error}"))
+        .wait_timeout(WAIT_TIMEOUT)
+        .unwrap_or_else(|error| panic!("delivery failed: {error}"));
+
+    let config = target
+        .group_config(&unique_name("hl-epoch"))
+        .set("auto.offset.reset", "earliest")
+        .unwrap_or_else(|error| panic!("invalid setting: {error}"));
+    let consumer = Consumer::new(config).unwrap_or_else(|error| panic!("failed to create a consumer: {error}"));
+    consumer.subscribe(&[&topic]).unwrap_or_else(|error| panic!("subscribe failed: {error}"));
+    let deadline = Deadline::after(WAIT_TIMEOUT, "the message with a leader epoch");
+    let message = loop {
+        deadline.check(|| "no message yet".to_owned());
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            break message.unwrap_or_else(|error| panic!("poll failed: {error}"));
+        }
+    };
+
+    assert_eq!(message.leader_epoch(), expected, "leader epoch of the consumed message");
+    assert_eq!(message.detach().leader_epoch, expected, "leader epoch of the detached message");
+}
+
+#[test]
+fn leader_epoch_real_broker() {
+    let Some(target) = Target::real_broker() else { return };
+    leader_epoch_scenario(&target, Some(0));
+}
