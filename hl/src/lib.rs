@@ -1,10 +1,15 @@
 //! A safe, idiomatic Apache Kafka client over librdkafka.
 //!
 //! Each client pairs a librdkafka event queue with a table of pending
-//! completions and drains the queue on a background thread. Sends and
-//! commits return a [`KafkaFuture`] that this thread resolves exactly once,
-//! when librdkafka reports the result. A caller can wait on it with a
+//! completions and drains the queue on a background thread. Sends return a
+//! [`DeliveryFuture`], and commits and admin requests a [`KafkaFuture`],
+//! which this thread resolves exactly once, when librdkafka reports the
+//! result, or when the client closes first. A caller can wait on it with a
 //! timeout or await it on any executor.
+//!
+//! The main types: [`Config`], [`Producer`] (with [`Record`], [`Payload`],
+//! serializers and transactions), [`Consumer`] (with [`Message`] and a
+//! [`RebalanceListener`]), [`AdminClient`], [`MockCluster`] and [`Error`].
 //!
 //! # Example
 //!
@@ -42,9 +47,11 @@
 //!
 //! # Logging
 //!
-//! librdkafka's log lines go to the [`log`] crate with target `librdkafka`;
-//! client errors that librdkafka reports outside any operation are logged
-//! there too.
+//! librdkafka's log lines go to the [`log`] crate with target `librdkafka`,
+//! an identical line repeated within 10 s is counted rather than logged
+//! again. Client errors that librdkafka reports outside any operation are
+//! logged there too, or passed to the producer's
+//! [`on_error`](ProducerBuilder::on_error) handler.
 
 mod admin;
 mod completion;

@@ -139,10 +139,11 @@ const CLOSE_ASSIGN_WAIT: Duration = Duration::from_secs(2);
 /// Serves a rebalance event that closing the consumer causes.
 ///
 /// The assignment change runs on a thread of its own, waited for until
-/// `deadline`: after the group has terminated, librdkafka 2.12.1 can leave
-/// `rd_kafka_assign` waiting for a reply that never comes (librdkafka
-/// issue 4884), which would otherwise block the close forever. A thread
-/// stuck that way is left behind, with a log line.
+/// `deadline`: once the group has terminated, librdkafka 2.12.1's group
+/// thread destroys an assignment request without replying
+/// (`rd_kafka_cgrp_op_serve` in rdkafka_cgrp.c), and `rd_kafka_assign`
+/// would wait for that reply forever. A thread stuck that way is left
+/// behind, with a log line.
 pub(super) fn serve_close_event(consumer: &Consumer, event: &NativeEvent, deadline: Option<Instant>) {
     if event.event_type() != ll::RD_KAFKA_EVENT_REBALANCE {
         return;
