@@ -315,6 +315,31 @@ fn describe_first(failed: &[crate::PartitionError]) -> String {
         .unwrap_or_default()
 }
 
+/// Turns a `rd_kafka_resp_err_t` result of `operation` into a `Result`.
+pub(crate) fn check_code(code: ll::rd_kafka_resp_err_t, operation: &'static str) -> Result<()> {
+    if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(Error::kafka(operation, code))
+    }
+}
+
+/// Turns a `rd_kafka_error_t *` result of `operation` (NULL for success)
+/// into a `Result`, destroying the error object.
+///
+/// # Safety
+///
+/// `error` must be NULL or a valid error object that the caller owns and
+/// does not use afterwards.
+pub(crate) unsafe fn check_error(error: *mut ll::rd_kafka_error_t, operation: &'static str) -> Result<()> {
+    if error.is_null() {
+        return Ok(());
+    }
+    // SAFETY: the caller passes an owned, valid error object.
+    let error = unsafe { take_rd_kafka_error(error) };
+    Err(Error::Kafka { operation, error })
+}
+
 /// Converts an owned `rd_kafka_error_t` into a [`KafkaError`] and destroys it.
 ///
 /// # Safety

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka_ll as ll;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{check_code, Error, Result};
 use crate::native::NativeClient;
 
 /// The most partitions [`MockCluster::create_topic`] accepts for one topic.
@@ -113,7 +113,7 @@ impl MockCluster {
         let code = unsafe {
             ll::rd_kafka_mock_topic_create(self.cluster.as_ptr(), c_name.as_ptr(), partitions, replication_factor)
         };
-        check_mock(code, "create mock topic")
+        check_code(code, "create mock topic")
     }
 
     /// Takes broker `broker_id` (numbered from 1) down: it closes its
@@ -121,14 +121,14 @@ impl MockCluster {
     pub fn set_broker_down(&self, broker_id: i32) -> Result<()> {
         // SAFETY: the cluster is valid.
         let code = unsafe { ll::rd_kafka_mock_broker_set_down(self.cluster.as_ptr(), broker_id) };
-        check_mock(code, "set mock broker down")
+        check_code(code, "set mock broker down")
     }
 
     /// Brings broker `broker_id` back up.
     pub fn set_broker_up(&self, broker_id: i32) -> Result<()> {
         // SAFETY: the cluster is valid.
         let code = unsafe { ll::rd_kafka_mock_broker_set_up(self.cluster.as_ptr(), broker_id) };
-        check_mock(code, "set mock broker up")
+        check_code(code, "set mock broker up")
     }
 
     /// Returns the raw `rd_kafka_mock_cluster_t`, for the fault injection
@@ -144,14 +144,6 @@ impl MockCluster {
         let milliseconds = crate::error::timeout_ms(delay);
         // SAFETY: the cluster is valid.
         unsafe { ll::rd_kafka_mock_group_initial_rebalance_delay_ms(self.cluster.as_ptr(), milliseconds) };
-    }
-}
-
-fn check_mock(code: ll::rd_kafka_resp_err_t, operation: &'static str) -> Result<()> {
-    if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
-        Ok(())
-    } else {
-        Err(Error::kafka(operation, code))
     }
 }
 

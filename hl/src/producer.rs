@@ -28,7 +28,7 @@ use rdkafka_ll as ll;
 
 use crate::config::Config;
 use crate::deliveries::{DeliveryFuture, DeliveryTable, Outcome};
-use crate::error::{take_rd_kafka_error, timeout_ms, Error, ErrorCode, KafkaError, Result};
+use crate::error::{check_code, take_rd_kafka_error, timeout_ms, Error, ErrorCode, KafkaError, Result};
 use crate::event::{handle_common_event, EventThread};
 use crate::message::Timestamp;
 use crate::native::{c_buffer_to_string, NativeClient, NativeEvent, NativeQueue};
@@ -367,11 +367,7 @@ impl Producer {
         };
         // SAFETY: the client is valid.
         let code = unsafe { ll::rd_kafka_purge(self.client.as_ptr(), flags) };
-        if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
-            Ok(())
-        } else {
-            Err(Error::kafka("purge", code))
-        }
+        check_code(code, "purge")
     }
 
     /// Sets how long dropping the producer waits for outstanding deliveries

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka_ll as ll;
 
 use crate::consumer::ConsumerGroupMetadata;
-use crate::error::{take_rd_kafka_error, timeout_ms, Error, Result};
+use crate::error::{check_error, timeout_ms, Error, Result};
 use crate::partitions::{NativePartitionList, TopicPartitionOffset};
 use crate::producer::Producer;
 
@@ -94,14 +94,16 @@ impl Producer {
         self.refuse_on_event_thread("init_transactions")?;
         // SAFETY: the client is valid.
         let error = unsafe { ll::rd_kafka_init_transactions(self.client_ptr(), timeout_ms(timeout)) };
-        error_result(error, "init_transactions")
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "init_transactions") }
     }
 
     /// Starts a transaction.
     pub fn begin_transaction(&self) -> Result<()> {
         // SAFETY: the client is valid.
         let error = unsafe { ll::rd_kafka_begin_transaction(self.client_ptr()) };
-        error_result(error, "begin_transaction")
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "begin_transaction") }
     }
 
     /// Adds consumer offsets (the next offset to read in each partition)
@@ -120,7 +122,8 @@ impl Producer {
         let error = unsafe {
             ll::rd_kafka_send_offsets_to_transaction(self.client_ptr(), list.as_ptr(), group.as_ptr(), timeout_ms(timeout))
         };
-        error_result(error, "send_offsets_to_transaction")
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "send_offsets_to_transaction") }
     }
 
     /// Commits the transaction: flushes its messages, then makes them and
@@ -131,7 +134,8 @@ impl Producer {
         let started = Instant::now();
         // SAFETY: the client is valid.
         let error = unsafe { ll::rd_kafka_commit_transaction(self.client_ptr(), timeout_ms(timeout)) };
-        error_result(error, "commit_transaction")?;
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "commit_transaction") }?;
 
         // librdkafka counts a report as done when the event thread takes it
         // from the queue, a moment before the future is resolved.
@@ -148,15 +152,7 @@ impl Producer {
         self.refuse_on_event_thread("abort_transaction")?;
         // SAFETY: the client is valid.
         let error = unsafe { ll::rd_kafka_abort_transaction(self.client_ptr(), timeout_ms(timeout)) };
-        error_result(error, "abort_transaction")
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "abort_transaction") }
     }
-}
-
-fn error_result(error: *mut ll::rd_kafka_error_t, operation: &'static str) -> Result<()> {
-    if error.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-NULL error is ours to destroy.
-    let error = unsafe { take_rd_kafka_error(error) };
-    Err(Error::Kafka { operation, error })
 }

@@ -4,8 +4,8 @@ use std::ptr::{self, NonNull};
 
 use rdkafka_ll as ll;
 
-use super::{check, Consumer};
-use crate::error::{take_rd_kafka_error, Error, Result};
+use super::Consumer;
+use crate::error::{check_code, check_error, Error, Result};
 use crate::partitions::{all_or_errors, NativePartitionList, TopicPartition, TopicPartitionOffset};
 
 /// The rebalance protocol of the consumer's group.
@@ -79,7 +79,7 @@ impl Consumer {
     pub fn unsubscribe(&self) -> Result<()> {
         // SAFETY: the client is valid.
         let code = unsafe { ll::rd_kafka_unsubscribe(self.client.as_ptr()) };
-        check(code, "unsubscribe")
+        check_code(code, "unsubscribe")
     }
 
     /// Returns the subscribed topic names and patterns.
@@ -87,7 +87,7 @@ impl Consumer {
         let mut raw = ptr::null_mut();
         // SAFETY: the client is valid; the list returned is ours.
         let code = unsafe { ll::rd_kafka_subscription(self.client.as_ptr(), &mut raw) };
-        check(code, "subscription")?;
+        check_code(code, "subscription")?;
         let topics = owned_list(raw)
             .map(|list| list.read().0.into_iter().map(|entry| entry.topic).collect())
             .unwrap_or_default();
@@ -102,14 +102,14 @@ impl Consumer {
         let list = NativePartitionList::from_offsets(partitions)?;
         // SAFETY: the client and the list are valid.
         let code = unsafe { ll::rd_kafka_assign(self.client.as_ptr(), list.as_ptr()) };
-        check(code, "assign")
+        check_code(code, "assign")
     }
 
     /// Removes the whole assignment.
     pub fn unassign(&self) -> Result<()> {
         // SAFETY: the client is valid; NULL clears the assignment.
         let code = unsafe { ll::rd_kafka_assign(self.client.as_ptr(), ptr::null()) };
-        check(code, "unassign")
+        check_code(code, "unassign")
     }
 
     /// Adds `partitions` to the assignment (cooperative protocol).
@@ -117,7 +117,8 @@ impl Consumer {
         let list = NativePartitionList::from_offsets(partitions)?;
         // SAFETY: the client and the list are valid.
         let error = unsafe { ll::rd_kafka_incremental_assign(self.client.as_ptr(), list.as_ptr()) };
-        error_result(error, "incremental assign")
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "incremental assign") }
     }
 
     /// Removes `partitions` from the assignment (cooperative protocol).
@@ -125,7 +126,8 @@ impl Consumer {
         let list = NativePartitionList::from_partitions(partitions)?;
         // SAFETY: the client and the list are valid.
         let error = unsafe { ll::rd_kafka_incremental_unassign(self.client.as_ptr(), list.as_ptr()) };
-        error_result(error, "incremental unassign")
+        // SAFETY: the error, if any, is ours and not used again.
+        unsafe { check_error(error, "incremental unassign") }
     }
 
     /// Returns the partitions currently assigned to this consumer.
@@ -133,7 +135,7 @@ impl Consumer {
         let mut raw = ptr::null_mut();
         // SAFETY: the client is valid; the list returned is ours.
         let code = unsafe { ll::rd_kafka_assignment(self.client.as_ptr(), &mut raw) };
-        check(code, "assignment")?;
+        check_code(code, "assignment")?;
         let partitions = owned_list(raw)
             .map(|list| {
                 list.read()
@@ -169,7 +171,7 @@ impl Consumer {
         // SAFETY: the client and list are valid; librdkafka sets each
         // element's error.
         let code = unsafe { ll::rd_kafka_pause_partitions(self.client.as_ptr(), list.as_ptr()) };
-        check(code, "pause")?;
+        check_code(code, "pause")?;
         all_or_errors("pause", list.read()).map(drop)
     }
 
@@ -178,7 +180,7 @@ impl Consumer {
         let list = NativePartitionList::from_partitions(partitions)?;
         // SAFETY: as for pause.
         let code = unsafe { ll::rd_kafka_resume_partitions(self.client.as_ptr(), list.as_ptr()) };
-        check(code, "resume")?;
+        check_code(code, "resume")?;
         all_or_errors("resume", list.read()).map(drop)
     }
 
@@ -197,15 +199,6 @@ impl Consumer {
 fn owned_list(raw: *mut ll::rd_kafka_topic_partition_list_t) -> Option<NativePartitionList> {
     // SAFETY: librdkafka allocated the list for the caller, who owns it.
     unsafe { NativePartitionList::from_raw(raw) }
-}
-
-fn error_result(error: *mut ll::rd_kafka_error_t, operation: &'static str) -> Result<()> {
-    if error.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-NULL error is ours to destroy.
-    let error = unsafe { take_rd_kafka_error(error) };
-    Err(Error::Kafka { operation, error })
 }
 
 #[cfg(test)]

@@ -362,14 +362,6 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-pub(crate) fn check(code: ll::rd_kafka_resp_err_t, operation: &'static str) -> Result<()> {
-    if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
-        Ok(())
-    } else {
-        Err(Error::kafka(operation, code))
-    }
-}
-
 fn handle_commit_event(commits: &Pending<CommitSlot>, event: NativeEvent) {
     if event.event_type() != ll::RD_KAFKA_EVENT_OFFSET_COMMIT {
         return;

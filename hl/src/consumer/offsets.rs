@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rdkafka_ll as ll;
 
-use super::{check, CommitSlot, Consumer};
+use super::{CommitSlot, Consumer};
 use crate::completion::Completion;
-use crate::error::{take_rd_kafka_error, timeout_ms, Error, Result};
+use crate::error::{check_code, take_rd_kafka_error, timeout_ms, Error, Result};
 use crate::future::CommitFuture;
 use crate::message::Message;
 use crate::partitions::{all_or_errors, NativePartitionList, TopicPartition, TopicPartitionOffset};
@@ -67,7 +67,7 @@ impl Consumer {
         // SAFETY: the client and list are valid; librdkafka sets each
         // element's error.
         let code = unsafe { ll::rd_kafka_offsets_store(self.client.as_ptr(), list.as_ptr()) };
-        let checked = check(code, "store offsets");
+        let checked = check_code(code, "store offsets");
         all_or_errors("store offsets", list.read())?;
         checked
     }
@@ -85,7 +85,7 @@ impl Consumer {
         let list = NativePartitionList::from_partitions(partitions)?;
         // SAFETY: the client and list are valid; librdkafka fills the list.
         let code = unsafe { ll::rd_kafka_committed(self.client.as_ptr(), list.as_ptr(), timeout_ms(timeout)) };
-        check(code, "committed")?;
+        check_code(code, "committed")?;
         all_or_errors("committed", list.read())
     }
 
@@ -96,7 +96,7 @@ impl Consumer {
         let list = NativePartitionList::from_partitions(partitions)?;
         // SAFETY: the client and list are valid; librdkafka fills the list.
         let code = unsafe { ll::rd_kafka_position(self.client.as_ptr(), list.as_ptr()) };
-        check(code, "position")?;
+        check_code(code, "position")?;
         all_or_errors("position", list.read())
     }
 
@@ -148,7 +148,7 @@ impl Consumer {
                 timeout_ms(timeout),
             )
         };
-        check(code, "query watermark offsets")?;
+        check_code(code, "query watermark offsets")?;
         Ok((low, high))
     }
 
@@ -165,7 +165,7 @@ impl Consumer {
         // SAFETY: the client and list are valid; librdkafka fills the list.
         let code =
             unsafe { ll::rd_kafka_offsets_for_times(self.client.as_ptr(), list.as_ptr(), timeout_ms(timeout)) };
-        check(code, "offsets for times")?;
+        check_code(code, "offsets for times")?;
         all_or_errors("offsets for times", list.read())
     }
 }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use rdkafka_ll as ll;
 
 use super::Consumer;
-use crate::error::{take_rd_kafka_error, ErrorCode};
+use crate::error::{check_code, check_error, ErrorCode};
 use crate::native::{NativeConf, NativeEvent};
 use crate::partitions::{read_partition_list, NativePartitionList, TopicPartitionOffset};
 
@@ -232,15 +232,16 @@ fn change_assignment(client: *mut ll::rd_kafka_t, code: ll::rd_kafka_resp_err_t,
 
     match code {
         ll::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-            // SAFETY: the client and list are valid for the call.
+            // SAFETY: the client and list are valid for the call; the
+            // error, if any, is ours and not used again.
             let result = unsafe {
                 if cooperative {
-                    error_result(ll::rd_kafka_incremental_assign(client, partitions))
+                    check_error(ll::rd_kafka_incremental_assign(client, partitions), "incremental assign")
                 } else {
-                    code_result(ll::rd_kafka_assign(client, partitions))
+                    check_code(ll::rd_kafka_assign(client, partitions), "assign")
                 }
             };
-            log_failure("assign", result);
+            log_failure(result);
         }
         ll::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => unassign(client, cooperative, partitions),
         other => {
@@ -264,15 +265,16 @@ pub(super) fn protocol_name(client: *mut ll::rd_kafka_t) -> Option<&'static [u8]
 }
 
 fn unassign(client: *mut ll::rd_kafka_t, cooperative: bool, partitions: *mut ll::rd_kafka_topic_partition_list_t) {
-    // SAFETY: the client and list are valid for the call.
+    // SAFETY: the client and list are valid for the call; the error, if
+    // any, is ours and not used again.
     let result = unsafe {
         if cooperative {
-            error_result(ll::rd_kafka_incremental_unassign(client, partitions))
+            check_error(ll::rd_kafka_incremental_unassign(client, partitions), "incremental unassign")
         } else {
-            code_result(ll::rd_kafka_assign(client, ptr::null()))
+            check_code(ll::rd_kafka_assign(client, ptr::null()), "unassign")
         }
     };
-    log_failure("unassign", result);
+    log_failure(result);
 }
 
 /// # Safety
@@ -303,24 +305,8 @@ unsafe fn write_offsets(list: *mut ll::rd_kafka_topic_partition_list_t, entries:
     }
 }
 
-fn code_result(code: ll::rd_kafka_resp_err_t) -> Result<(), String> {
-    if code == ll::RD_KAFKA_RESP_ERR_NO_ERROR {
-        Ok(())
-    } else {
-        Err(ErrorCode::from_raw(code).to_string())
-    }
-}
-
-fn error_result(error: *mut ll::rd_kafka_error_t) -> Result<(), String> {
-    if error.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-NULL error is ours to destroy.
-    Err(unsafe { take_rd_kafka_error(error) }.to_string())
-}
-
-fn log_failure(step: &str, result: Result<(), String>) {
+fn log_failure(result: crate::Result<()>) {
     if let Err(error) = result {
-        log::error!("rebalance {step} failed: {error}");
+        log::error!("rebalance failed: {error}");
     }
 }
