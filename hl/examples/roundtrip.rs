@@ -383,7 +383,7 @@ fn key_for(id: u64) -> String {
     format!("key-{id}")
 }
 
-/// The payload of message `id`: its id in hexadecimal, then filler bytes
+/// Builds the payload of message `id`: its id in hexadecimal, then filler bytes
 /// that depend on the id, so that a mixed-up payload is detected.
 fn payload_for(id: u64, size: usize) -> Vec<u8> {
     let mut payload = format!("{id:0width$x}", width = ID_WIDTH).into_bytes();

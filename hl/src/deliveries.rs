@@ -38,7 +38,7 @@ use crate::error::{Error, ErrorCode, KafkaError};
 use crate::message::Timestamp;
 use crate::payload::OwnedPayload;
 
-/// Where a message was stored: the result of a successful send.
+/// The place a message was stored: the result of a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The topic.

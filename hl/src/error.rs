@@ -53,7 +53,7 @@ impl ErrorCode {
         Self(code)
     }
 
-    /// The raw `rd_kafka_resp_err_t` value.
+    /// Returns the raw `rd_kafka_resp_err_t` value.
     pub const fn raw(self) -> i32 {
         self.0
     }
@@ -76,7 +76,7 @@ impl ErrorCode {
         }
     }
 
-    /// Whether this is the absence of an error (`NO_ERROR`).
+    /// Returns whether this is the absence of an error (`NO_ERROR`).
     pub const fn is_ok(self) -> bool {
         self.0 == ll::RD_KAFKA_RESP_ERR_NO_ERROR
     }
@@ -151,7 +151,7 @@ pub struct KafkaError {
 }
 
 impl KafkaError {
-    /// An error with the code's own description as its message.
+    /// Creates an error with the code's own description as its message.
     pub fn from_code(code: ErrorCode) -> Self {
         Self {
             code,
@@ -162,7 +162,7 @@ impl KafkaError {
         }
     }
 
-    /// An error with its own message.
+    /// Creates an error with its own message.
     pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -194,7 +194,7 @@ pub enum Error {
         key: String,
         /// The value, or `[hidden]` for secrets such as `sasl.password`.
         value: String,
-        /// Why it was rejected, in librdkafka's words where it gave some.
+        /// The reason for the rejection, in librdkafka's words where it gave some.
         reason: String,
     },
 
@@ -214,14 +214,14 @@ pub enum Error {
         what: &'static str,
         /// The argument, lossily converted to text.
         value: String,
-        /// Why it is invalid.
+        /// The reason it is invalid.
         reason: &'static str,
     },
 
     /// librdkafka or the broker reported an error.
     #[error("{operation} failed: {error}")]
     Kafka {
-        /// What the caller was doing, such as `send` or `commit`.
+        /// The operation the caller was doing, such as `send` or `commit`.
         operation: &'static str,
         /// The error.
         #[source]
@@ -263,7 +263,7 @@ pub enum Error {
     /// An operation did not finish within its timeout.
     #[error("timed out after {timeout:?} waiting for {operation}")]
     TimedOut {
-        /// What was waited for.
+        /// The operation that was waited for.
         operation: &'static str,
         /// The timeout.
         timeout: Duration,
@@ -286,7 +286,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The librdkafka error code, for errors that have one.
+    /// Returns the librdkafka error code, for errors that have one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Kafka { error, .. } | Error::Consume { error, .. } => Some(error.code),
@@ -295,7 +295,7 @@ impl Error {
         }
     }
 
-    /// Whether the client that returned this error is unusable.
+    /// Returns whether the client that returned this error is unusable.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::Kafka { error, .. } if error.fatal)
     }

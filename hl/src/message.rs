@@ -35,7 +35,7 @@ impl Timestamp {
         }
     }
 
-    /// The milliseconds, if there is a timestamp.
+    /// Returns the milliseconds, if there is a timestamp.
     pub fn milliseconds(self) -> Option<i64> {
         match self {
             Timestamp::NotAvailable => None,
@@ -103,14 +103,14 @@ impl Message<'_> {
         self.fields().offset
     }
 
-    /// The key; `None` when null.
+    /// Returns the key, or `None` when it is null.
     pub fn key(&self) -> Option<&[u8]> {
         let fields = self.fields();
         // SAFETY: the key is valid for key_len bytes while the message lives.
         unsafe { optional_bytes(fields.key, fields.key_len) }
     }
 
-    /// The value (payload); `None` when null.
+    /// Returns the value (payload), or `None` when it is null.
     pub fn value(&self) -> Option<&[u8]> {
         let fields = self.fields();
         // SAFETY: the payload is valid for len bytes while the message lives.
@@ -131,7 +131,7 @@ impl Message<'_> {
         unsafe { Timestamp::of(self.raw.as_ptr()) }
     }
 
-    /// The headers, in order, with repeated names and null values kept.
+    /// Returns the headers, in order, with repeated names and null values kept.
     pub fn headers(&self) -> Vec<Header> {
         let mut list: *mut ll::rd_kafka_headers_t = ptr::null_mut();
         // SAFETY: the message is valid; the list it returns is owned by it.
@@ -203,7 +203,7 @@ pub struct OwnedMessage {
     pub partition: i32,
     /// The offset.
     pub offset: i64,
-    /// The key; `None` when null.
+    /// Returns the key, or `None` when it is null.
     pub key: Option<Vec<u8>>,
     /// The value; `None` when null.
     pub value: Option<Vec<u8>>,

@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::error::{check_code, Error, Result};
 use crate::native::NativeClient;
 
-/// The most partitions [`MockCluster::create_topic`] accepts for one topic.
+/// The maximum number of partitions [`MockCluster::create_topic`] accepts
+/// for one topic.
 /// librdkafka allocates every mock partition up front and aborts the
 /// process when that fails, so counts are kept to a size that fits.
 pub const MAX_MOCK_PARTITIONS: i32 = 100_000;
@@ -77,7 +78,7 @@ impl MockCluster {
         })
     }
 
-    /// The `bootstrap.servers` value for clients of this cluster.
+    /// Returns the `bootstrap.servers` value for clients of this cluster.
     pub fn bootstrap_servers(&self) -> String {
         // SAFETY: the cluster is valid; the string lives as long as it.
         let servers = unsafe { CStr::from_ptr(ll::rd_kafka_mock_cluster_bootstraps(self.cluster.as_ptr())) };

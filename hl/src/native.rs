@@ -61,7 +61,7 @@ impl Clone for NativeConf {
 impl Drop for NativeConf {
     fn drop(&mut self) {
         // SAFETY: self owns the conf, and no C call has taken it (into_raw
-        // forgets self).
+        // leaks self with mem::forget).
         unsafe { ll::rd_kafka_conf_destroy(self.as_ptr()) };
     }
 }
@@ -170,7 +170,7 @@ unsafe impl Send for DestroyHandle {}
 impl DestroyHandle {
     fn destroy(self) {
         // SAFETY: this is the only owner of the handle. Every queue of the
-        // client holds an Arc of its NativeClient, so none is left, and
+        // client keeps an Arc of its NativeClient, so none is left, and
         // events and messages borrow a queue or the client that owns them.
         unsafe { ll::rd_kafka_destroy_flags(self.raw.as_ptr(), self.flags) };
 
@@ -254,7 +254,7 @@ impl Drop for NativeQueue {
 /// An owned `rd_kafka_event_t`.
 pub(crate) struct NativeEvent(NonNull<ll::rd_kafka_event_t>);
 
-// SAFETY: an event is owned by whoever polled it and used by one thread at
+// SAFETY: an event is owned by the caller that polled it and used by one thread at
 // a time.
 unsafe impl Send for NativeEvent {}
 

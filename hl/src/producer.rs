@@ -3,8 +3,8 @@
 //! Each producer pairs librdkafka's main queue, where delivery reports
 //! arrive, with a [`DeliveryTable`] of sends awaiting their reports, and
 //! drains the queue on its own event thread. The pairing invariants are
-//! stated and enforced in the `deliveries` module; here, in addition, user
-//! configuration cannot turn reports off: the builder sets
+//! stated and enforced in the `deliveries` module. In addition, user
+//! configuration cannot turn reports off, because the builder sets
 //! `delivery.report.only.error=false` and the event mask after the user's
 //! properties.
 //!
@@ -80,7 +80,7 @@ impl From<SendError<'_>> for Error {
     }
 }
 
-/// Which messages [`Producer::purge`] removes.
+/// The set of messages [`Producer::purge`] removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeScope {
     /// Messages still in librdkafka's local queue.

@@ -124,8 +124,8 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// The arguments of `rd_kafka_produceva` for this record, except the
-    /// topic and opaque. The pointers borrow from `self` and `headers`.
+    /// Builds the arguments of `rd_kafka_produceva` for this record, except
+    /// the topic and opaque. The pointers borrow from `self` and `headers`.
     pub(crate) fn produce_args(&self, headers: Option<&NativeHeaders>) -> ProduceArgs {
         let mut args = ProduceArgs::default();
 

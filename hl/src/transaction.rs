@@ -9,7 +9,7 @@ use crate::error::{check_error, timeout_ms, Error, Result};
 use crate::partitions::{NativePartitionList, TopicPartitionOffset};
 use crate::producer::Producer;
 
-/// What to do after a transactional call failed, from
+/// The recovery step after a transactional call failed, from
 /// [`Error::recovery`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {

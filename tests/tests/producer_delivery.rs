@@ -900,9 +900,10 @@ fn waker_drops_producer() {
             "stuck record {id} resolved with {:?}, expected Error::Closed or _PURGE_QUEUE",
             error.error
         );
-        // A purged record's value comes back; a record closed without a
-        // report keeps its value inside the producer, because librdkafka
-        // may still point at it, until the client is destroyed.
+        // A purged record's value comes back. A record closed without a
+        // report does not hand its value back, because librdkafka may
+        // still point at it; the producer keeps it until the client is
+        // destroyed.
         let expected = (!matches!(error.error, Error::Closed { .. })).then(|| stuck_value(id));
         let value = error.value.map(rdkafka_hl::OwnedPayload::into_vec);
         assert_eq!(value, expected, "owned value handed back for stuck record {id}");

@@ -8,7 +8,7 @@
 //! as its `rdkafka_mock_handlers.c` shows and as running each scenario on
 //! it confirmed. It writes no transaction markers and reports no aborted
 //! transactions in Fetch responses, so a `read_committed` consumer also
-//! sees aborted messages. Its TxnOffsetCommit handler discards the offsets.
+//! reads aborted messages. Its TxnOffsetCommit handler discards the offsets.
 //! Its InitProducerId hands each producer a new producer id instead of
 //! bumping the epoch of the old one, so it fences no producer. The
 //! scenarios that depend on those parts run on the real broker only.

@@ -7,7 +7,7 @@ use rdkafka_hl::{AdminClient, Config, MockCluster};
 
 use crate::Options;
 
-/// A topic ready for a measurement, and the cluster that holds it.
+/// A topic ready for a measurement, and the cluster that contains it.
 pub struct Target {
     pub servers: String,
     pub topic: String,
@@ -39,7 +39,7 @@ impl Target {
         }
     }
 
-    /// The properties every producer of every variant gets.
+    /// Returns the properties every producer of every variant gets.
     pub fn producer_properties(&self) -> Vec<(&'static str, String)> {
         vec![
             ("bootstrap.servers", self.servers.clone()),
@@ -49,7 +49,7 @@ impl Target {
         ]
     }
 
-    /// The properties every consumer of every variant gets.
+    /// Returns the properties every consumer of every variant gets.
     pub fn consumer_properties(&self, group: &str) -> Vec<(&'static str, String)> {
         vec![
             ("bootstrap.servers", self.servers.clone()),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use report::{Measurement, Summary};
 
-/// What one child process measures.
+/// The measurement one child process makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     ProduceRawCallback,
@@ -59,7 +59,7 @@ impl Variant {
         Variant::CommitHl,
     ];
 
-    /// The name in the report and on the child's command line.
+    /// Returns the name in the report and on the child's command line.
     pub fn name(self) -> &'static str {
         match self {
             Variant::ProduceRawCallback => "raw-produce-callback",

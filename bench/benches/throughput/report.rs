@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{Options, Variant};
 
-/// What one child measured.
+/// The measurement of one child process.
 #[derive(Debug, Clone, Copy)]
 pub struct Measurement {
     pub wall: Duration,
@@ -17,7 +17,7 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// The line a child prints for its parent.
+    /// Formats the line a child prints for its parent.
     pub fn line(&self) -> String {
         let (p50, p99) = self.latency.map_or((0, 0), |(p50, p99)| (p50.as_micros(), p99.as_micros()));
         format!(
@@ -159,7 +159,7 @@ impl Summary {
     }
 }
 
-/// The raw variant a variant is compared with.
+/// Returns the raw variant a variant is compared with.
 fn raw_of(variant: Variant) -> &'static str {
     match variant {
         Variant::ConsumeRaw

@@ -30,7 +30,7 @@ pub struct NewTopic {
 }
 
 impl NewTopic {
-    /// A topic with `partitions` partitions of `replication_factor`
+    /// Describes a topic with `partitions` partitions of `replication_factor`
     /// replicas each; -1 for either takes the broker's default.
     pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
         Self {
@@ -42,7 +42,7 @@ impl NewTopic {
         }
     }
 
-    /// A topic whose partition `i` has its replicas on the brokers listed
+    /// Describes a topic whose partition `i` has its replicas on the brokers listed
     /// in `assignment[i]`, the first of them the preferred leader.
     pub fn with_replica_assignment(name: impl Into<String>, assignment: Vec<Vec<i32>>) -> Self {
         Self {

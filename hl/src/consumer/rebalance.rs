@@ -131,7 +131,7 @@ unsafe extern "C" fn rebalance_callback(
     }
 }
 
-/// The longest closing waits for one assignment change. The change is a
+/// The maximum time closing waits for one assignment change. The change is a
 /// local request to librdkafka's group thread that normally returns within
 /// milliseconds; one that takes longer is the lost reply described below.
 const CLOSE_ASSIGN_WAIT: Duration = Duration::from_secs(2);
