@@ -4,11 +4,10 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Arc, Condvar, Mutex};
 
 pub(crate) struct Completion<T> {
     state: Mutex<State<T>>,

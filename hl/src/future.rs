@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use crate::completion::{Completion, CompletionFuture};
 use crate::error::{Error, Result};
 use crate::partitions::TopicPartitionOffset;
+use crate::sync::Arc;
 
 /// The pending result of a commit: the committed offsets.
 pub type CommitFuture = KafkaFuture<Vec<TopicPartitionOffset>>;

@@ -70,6 +70,7 @@ mod pending;
 mod producer;
 mod record;
 mod serialize;
+mod sync;
 mod topic_cache;
 mod transaction;
 
