@@ -63,6 +63,8 @@ mod event;
 mod future;
 mod message;
 mod mock;
+#[cfg(all(test, loom))]
+mod model_check;
 mod native;
 mod partitions;
 mod payload;
