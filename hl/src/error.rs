@@ -378,6 +378,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "calls librdkafka, which Miri cannot run")]
     fn error_code_names_come_from_librdkafka() {
         assert_eq!(ErrorCode::QUEUE_FULL.name(), "_QUEUE_FULL");
         assert_eq!(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.name(), "UNKNOWN_TOPIC_OR_PART");
@@ -385,6 +386,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "calls librdkafka, which Miri cannot run")]
     fn unknown_error_code_keeps_raw_value() {
         let code = ErrorCode::from_raw(-12345);
 

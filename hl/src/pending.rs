@@ -226,6 +226,9 @@ mod tests {
 
     #[test]
     fn concurrent_register_and_take_resolve_each_once() {
+        // Miri interprets the test far slower than native code runs, so
+        // it registers fewer completions.
+        let per_thread: u64 = if cfg!(miri) { 25 } else { 10_000 };
         let pending = Arc::new(Pending::new());
         let (sender, receiver) = std::sync::mpsc::channel();
 
@@ -234,7 +237,7 @@ mod tests {
                 let pending = Arc::clone(&pending);
                 let sender = sender.clone();
                 thread::spawn(move || {
-                    for n in 0..10_000u64 {
+                    for n in 0..per_thread {
                         let id = pending.register(thread_index * 1_000_000 + n).unwrap();
                         sender.send(id).unwrap();
                     }
@@ -252,7 +255,7 @@ mod tests {
             registrar.join().unwrap();
         }
 
-        assert_eq!(seen.len(), 40_000);
+        assert_eq!(seen.len() as u64, 4 * per_thread);
         assert_eq!(pending.len(), 0);
     }
 }
