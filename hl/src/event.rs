@@ -1,10 +1,10 @@
 //! The background thread that drains a client's librdkafka event queue.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -21,12 +21,29 @@ const POLL_INTERVAL_MS: i32 = 1000;
 /// How many queued events the thread still serves once asked to stop.
 const MAX_EVENTS_AFTER_STOP: usize = 10_000;
 
+/// The source of [`EventThread`] keys; 0 means "no event thread".
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The key of the event thread running on this thread, or 0. Reading
+    /// it is far cheaper than `thread::current()`, which matters on the
+    /// producer's per-message paths.
+    static CURRENT_KEY: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Returns the key of the event thread the caller runs on, or 0.
+pub(crate) fn current_key() -> u64 {
+    CURRENT_KEY.with(Cell::get)
+}
+
 /// A thread that polls one queue and passes each event to a handler.
 pub(crate) struct EventThread {
     queue: Arc<NativeQueue>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     thread_id: ThreadId,
+    /// Never 0; see [`current_key`].
+    key: u64,
 }
 
 impl EventThread {
@@ -38,10 +55,12 @@ impl EventThread {
         mut handler: impl FnMut(NativeEvent) + Send + 'static,
     ) -> std::io::Result<Self> {
         let stopping = Arc::new(AtomicBool::new(false));
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let thread = {
             let queue = Arc::clone(&queue);
             let stopping = Arc::clone(&stopping);
             thread::Builder::new().name(name.to_owned()).spawn(move || {
+                CURRENT_KEY.with(|current| current.set(key));
                 let mut handle = |event| {
                     if catch_unwind(AssertUnwindSafe(|| handler(event))).is_err() {
                         log::error!("a panic in the Kafka event handler was caught; the event was dropped");
@@ -67,6 +86,7 @@ impl EventThread {
             stopping,
             thread_id: thread.thread().id(),
             thread: Some(thread),
+            key,
         })
     }
 
@@ -78,7 +98,12 @@ impl EventThread {
     /// Returns whether the caller runs on this event thread, as a waker or
     /// error handler does.
     pub(crate) fn is_current(&self) -> bool {
-        thread::current().id() == self.thread_id
+        current_key() == self.key
+    }
+
+    /// Returns the thread's key, which [`current_key`] returns on it.
+    pub(crate) fn key(&self) -> u64 {
+        self.key
     }
 
     /// Stops the thread and waits for it to finish its current event.

@@ -164,7 +164,7 @@ impl ProducerBuilder {
             kind: "producer",
             reason: format!("failed to start the event thread: {error}"),
         })?;
-        deliveries.set_event_thread(events.thread_id());
+        deliveries.set_event_thread(events.key());
 
         Ok(Producer {
             events,
@@ -308,7 +308,9 @@ impl Producer {
         if self.events.is_current() {
             return self.send(record);
         }
-        let deadline = Instant::now().checked_add(timeout);
+        // The clock is read only once the queue is full: most sends never
+        // wait.
+        let mut deadline = None;
         let mut record = record;
         loop {
             let seen = self.deliveries.progress();
@@ -318,6 +320,7 @@ impl Producer {
             };
 
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert_with(|| now.checked_add(timeout));
             if deadline.is_some_and(|deadline| now >= deadline) {
                 return Err(error);
             }

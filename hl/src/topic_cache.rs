@@ -97,7 +97,9 @@ impl TopicCache {
         // conf takes the client's default topic configuration.
         let raw = unsafe { ll::rd_kafka_topic_new(client.as_ptr(), c_name.as_ptr(), std::ptr::null_mut()) };
         let handle = NonNull::new(raw).map(TopicHandle).ok_or_else(|| invalid("librdkafka rejected it"))?;
-        let index = deliveries.topic_index(name);
+        let index = deliveries
+            .topic_index(name)
+            .ok_or_else(|| invalid("the producer already sends to 2^27 other topics, its maximum"))?;
         let pointer = handle.0.as_ptr();
         let position = topics.entries.len();
         topics.entries.push((name.into(), handle, index));
