@@ -2,7 +2,7 @@
 //! futures that read it.
 //!
 //! This is the producer's side of the paired queue, specialised for volume.
-//! A send costs one slot of 48 bytes in a slab and a 16-byte future, with
+//! A send costs one slot of 24 bytes in a slab and a 16-byte future, with
 //! no allocation of its own unless it has owned payloads. A whole
 //! delivery-report event is applied under one lock. The invariants:
 //!
@@ -18,6 +18,11 @@
 //!    [`DeliveryTable::close`]. A slot is freed once both its report has
 //!    arrived and its future is done with it, so memory is bounded by the
 //!    sends in flight plus the results not yet read.
+//!
+//! Futures hold no reference count: while any future owns a slot, the
+//! table holds a strong reference to itself, which the last such future
+//! gives back. Atomic operations were the main cost per message in
+//! profiles on a virtual machine, and this saves two per send.
 
 // A delivery result is moved once, from the table to its future; boxing
 // the error would cost an allocation per failed delivery instead.
@@ -26,8 +31,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::OnceLock;
-use std::thread::ThreadId;
+use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -85,8 +89,7 @@ impl From<DeliveryError> for Error {
     }
 }
 
-/// The outcome of one report, kept small because a million of them may
-/// wait to be read.
+/// The outcome of one report, as read from librdkafka.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outcome {
     /// `RD_KAFKA_RESP_ERR_NO_ERROR`, an error code, or [`CLOSED`].
@@ -102,33 +105,176 @@ const CLOSED: i32 = i32::MIN;
 /// The owned key and value of a send, kept until its report.
 pub(crate) type Payloads = (Option<OwnedPayload>, Option<OwnedPayload>);
 
-enum State {
-    Free,
-    /// The report has not arrived; the future may have stored a waker.
-    Waiting(Option<Waker>),
-    /// The report has not arrived, and the future is gone.
-    Orphaned,
-    /// The report arrived; the future has not read it.
-    Ready(Outcome),
+/// How many topics one producer can send to: the topic index takes the
+/// upper 27 bits of [`Slot::word`]. Each topic costs librdkafka far more
+/// than a kilobyte, so memory runs out long before this.
+pub(crate) const MAX_TOPICS: u32 = 1 << 27;
+
+// Slot states, in the lowest 3 bits of `Slot::word`.
+const FREE: u32 = 0;
+/// The report has not arrived; the future may have stored a waker.
+const WAITING: u32 = 1;
+/// The report has not arrived, and the future is gone.
+const ORPHANED: u32 = 2;
+/// Delivered, by its report; the future has not read it.
+const DELIVERED: u32 = 3;
+/// Failed, by its report or by the producer's close; not read yet.
+const FAILED: u32 = 4;
+const STATE_MASK: u32 = 0b111;
+
+// Timestamp kinds, in bits 3 and 4 of `Slot::word`.
+const STAMP_SHIFT: u32 = 3;
+const STAMP_NONE: u32 = 0;
+const STAMP_CREATE: u32 = 1;
+const STAMP_LOG_APPEND: u32 = 2;
+
+const TOPIC_SHIFT: u32 = 5;
+
+/// One send, in 24 bytes, because a million of them may wait to be read.
+/// What its fields hold depends on the state:
+///
+/// | state | `first` | `second` | `partition` |
+/// |---|---|---|---|
+/// | `FREE` | next free slot + 1, or 0 | | |
+/// | `WAITING`, `ORPHANED` | waker + 1, or 0 | payloads + 1, or 0 | generation |
+/// | `DELIVERED` | offset | timestamp | partition |
+/// | `FAILED` | error code | payloads + 1, or 0 | |
+///
+/// Wakers and owned payloads live in side tables, since most sends have
+/// neither.
+#[derive(Clone, Copy)]
+struct Slot {
+    first: i64,
+    second: i64,
+    partition: i32,
+    /// State, timestamp kind and topic index.
+    word: u32,
 }
 
-struct Slot {
-    generation: u32,
-    /// Index of the topic name in `Table::topics`.
-    topic: u32,
-    state: State,
-    /// Owned payloads, only for sends that had any.
-    payloads: Option<Box<Payloads>>,
+impl Slot {
+    fn state(&self) -> u32 {
+        self.word & STATE_MASK
+    }
+
+    fn topic(&self) -> u32 {
+        self.word >> TOPIC_SHIFT
+    }
+
+    fn set_state(&mut self, state: u32) {
+        self.word = (self.word & !STATE_MASK) | state;
+    }
+
+    /// Returns whether the slot awaits the report of the send with `generation`.
+    fn awaits(&self, generation: u32) -> bool {
+        matches!(self.state(), WAITING | ORPHANED) && self.partition as u32 == generation
+    }
+}
+
+/// A small slab for the values few slots have.
+struct SideTable<T> {
+    values: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> SideTable<T> {
+    const fn new() -> Self {
+        Self { values: Vec::new(), free: Vec::new() }
+    }
+
+    /// Stores `value` and returns its reference: index + 1, never 0.
+    fn insert(&mut self, value: T) -> i64 {
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.values[index as usize] = Some(value);
+                index as usize
+            }
+            None => {
+                self.values.push(Some(value));
+                self.values.len() - 1
+            }
+        };
+        index as i64 + 1
+    }
+
+    fn get(&self, reference: i64) -> Option<&T> {
+        let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+        self.values.get(index)?.as_ref()
+    }
+
+    fn replace(&mut self, reference: i64, value: T) -> Option<T> {
+        let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+        self.values.get_mut(index)?.replace(value)
+    }
+
+    /// Takes the value out; 0 is no value.
+    fn take(&mut self, reference: i64) -> Option<T> {
+        let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+        let value = self.values.get_mut(index)?.take()?;
+        self.free.push(index as u32);
+        Some(value)
+    }
 }
 
 struct Table {
     slots: Vec<Slot>,
-    free: Vec<u32>,
-    /// Slots in `Waiting` or `Orphaned`: sends without a report.
+    /// The first free slot + 1, or 0; free slots link through `first`.
+    free_head: i64,
+    /// Stamped into each new send's id, so that a report can never
+    /// resolve a later send in the same slot.
+    next_generation: u32,
+    wakers: SideTable<Waker>,
+    payloads: SideTable<Box<Payloads>>,
+    /// Slots in `WAITING` or `ORPHANED`: sends without a report.
     unreported: usize,
     closed: bool,
     /// Topic names by index, for [`Delivery::topic`].
     topics: Vec<Arc<str>>,
+    /// Slots that a future owns: waiting for their report (not orphaned),
+    /// or resolved and not yet read.
+    future_slots: usize,
+    /// The table's own strong reference, held while `future_slots > 0`,
+    /// so that futures need no reference count of their own.
+    futures_reference: Option<Arc<DeliveryTable>>,
+}
+
+/// The table's reference for its futures, given up by the last of them:
+/// to be dropped once nothing borrows the table any more, because that
+/// may free it.
+type LastReference = Option<Arc<DeliveryTable>>;
+
+impl Table {
+    /// Records that a future no longer owns a slot.
+    fn disown(&mut self) -> LastReference {
+        self.future_slots -= 1;
+        if self.future_slots == 0 {
+            self.futures_reference.take()
+        } else {
+            None
+        }
+    }
+
+    fn free_slot(&mut self, index: usize) {
+        self.slots[index] = Slot {
+            first: self.free_head,
+            second: 0,
+            partition: 0,
+            word: FREE,
+        };
+        self.free_head = index as i64 + 1;
+    }
+
+    /// Finds the slot that awaits the report with `id`.
+    fn awaiting(&self, id: u64) -> Option<usize> {
+        let (index, generation) = split_id(id);
+        self.slots.get(index).filter(|slot| slot.awaits(generation)).map(|_| index)
+    }
+
+    /// Finds the slot of a live future: waiting or with its result. The
+    /// future owns the slot, which nothing else frees meanwhile.
+    fn owned(&self, id: u64) -> Option<(usize, u32)> {
+        let (index, _) = split_id(id);
+        self.slots.get(index).map(|slot| (index, slot.state()))
+    }
 }
 
 /// The table of a producer's sends.
@@ -139,13 +285,14 @@ pub(crate) struct DeliveryTable {
     progress: AtomicU64,
     /// Notified when reports are applied or the table closes.
     changed: Condvar,
-    /// The producer's event thread, which applies the reports, so where a
-    /// blocking wait would never end.
-    event_thread: OnceLock<ThreadId>,
+    /// The key of the producer's event thread ([`crate::event::current_key`]),
+    /// which applies the reports, so where a blocking wait would never
+    /// end; 0 until set.
+    event_thread: AtomicU64,
 }
 
 fn split_id(id: u64) -> (usize, u32) {
-    ((id & 0xffff_ffff) as usize - 1, (id >> 32) as u32)
+    (((id & 0xffff_ffff) as usize).wrapping_sub(1), (id >> 32) as u32)
 }
 
 impl DeliveryTable {
@@ -153,79 +300,111 @@ impl DeliveryTable {
         Arc::new(Self {
             table: Mutex::new(Table {
                 slots: Vec::new(),
-                free: Vec::new(),
+                free_head: 0,
+                next_generation: 0,
+                wakers: SideTable::new(),
+                payloads: SideTable::new(),
                 unreported: 0,
                 closed: false,
                 topics: Vec::new(),
+                future_slots: 0,
+                futures_reference: None,
             }),
             progress: AtomicU64::new(0),
             changed: Condvar::new(),
-            event_thread: OnceLock::new(),
+            event_thread: AtomicU64::new(0),
         })
     }
 
     /// Takes a slot for a send to the topic with index `topic` and returns
     /// its id, which is never 0 (a NULL opaque). Hands the payloads back
     /// when the table is closed.
-    pub(crate) fn register(&self, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
+    pub(crate) fn register(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
+        debug_assert!(topic < MAX_TOPICS, "topic index {topic} out of range");
         let mut table = self.table.lock();
         if table.closed {
             return Err(payloads);
         }
 
-        let index = match table.free.pop() {
-            Some(index) => index as usize,
-            None => {
-                table.slots.push(Slot { generation: 0, topic: 0, state: State::Free, payloads: None });
+        let generation = table.next_generation;
+        table.next_generation = generation.wrapping_add(1);
+        let payloads = payloads.map_or(0, |payloads| table.payloads.insert(payloads));
+        let slot = Slot {
+            first: 0,
+            second: payloads,
+            partition: generation as i32,
+            word: WAITING | (topic << TOPIC_SHIFT),
+        };
+        let index = match table.free_head {
+            0 => {
+                table.slots.push(slot);
                 table.slots.len() - 1
             }
+            head => {
+                let index = head as usize - 1;
+                table.free_head = table.slots[index].first;
+                table.slots[index] = slot;
+                index
+            }
         };
-        let slot = &mut table.slots[index];
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.topic = topic;
-        slot.state = State::Waiting(None);
-        slot.payloads = payloads;
-        let id = (u64::from(slot.generation) << 32) | (index as u64 + 1);
         table.unreported += 1;
-        Ok(id)
+        table.future_slots += 1;
+        if table.futures_reference.is_none() {
+            table.futures_reference = Some(Arc::clone(self));
+        }
+        Ok((u64::from(generation) << 32) | (index as u64 + 1))
     }
 
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
     /// payloads it held.
     pub(crate) fn unregister(&self, id: u64) -> Option<Box<Payloads>> {
         let mut table = self.table.lock();
-        let (index, generation) = split_id(id);
-        let slot = table.slots.get_mut(index).filter(|slot| slot.generation == generation)?;
-        if !matches!(slot.state, State::Waiting(_)) {
+        let index = table.awaiting(id)?;
+        if table.slots[index].state() != WAITING {
             return None;
         }
-        slot.state = State::Free;
-        let payloads = slot.payloads.take();
-        table.free.push(index as u32);
+        let slot = table.slots[index];
+        let payloads = table.payloads.take(slot.second);
+        let waker = table.wakers.take(slot.first);
+        table.free_slot(index);
         table.unreported -= 1;
-        if table.unreported == 0 {
+        let last = table.disown();
+        let idle = table.unreported == 0;
+        drop(table);
+
+        // No future saw this send, so there is no waker; dropped here in
+        // any case, with no lock held. The caller holds a reference to the
+        // table, so dropping `last` does not free it.
+        drop(waker);
+        drop(last);
+        if idle {
             self.changed.notify_all();
         }
         payloads
     }
 
-    /// Records the thread that applies the reports.
-    pub(crate) fn set_event_thread(&self, thread: ThreadId) {
-        let _ = self.event_thread.set(thread);
+    /// Records the key of the thread that applies the reports.
+    pub(crate) fn set_event_thread(&self, key: u64) {
+        self.event_thread.store(key, Ordering::Relaxed);
     }
 
     fn on_event_thread(&self) -> bool {
-        self.event_thread.get() == Some(&std::thread::current().id())
+        let key = self.event_thread.load(Ordering::Relaxed);
+        key != 0 && key == crate::event::current_key()
     }
 
-    /// Returns the index of a topic name, adding it the first time.
-    pub(crate) fn topic_index(&self, name: &str) -> u32 {
+    /// Returns the index of a topic name, adding it the first time, or
+    /// `None` when the producer has [`MAX_TOPICS`] topics already.
+    pub(crate) fn topic_index(&self, name: &str) -> Option<u32> {
         let mut table = self.table.lock();
         if let Some(index) = table.topics.iter().position(|topic| &**topic == name) {
-            return index as u32;
+            return Some(index as u32);
+        }
+        if table.topics.len() >= MAX_TOPICS as usize {
+            return None;
         }
         table.topics.push(Arc::from(name));
-        (table.topics.len() - 1) as u32
+        Some((table.topics.len() - 1) as u32)
     }
 
     /// Applies the reports of one event: each `(id, outcome)` resolves its
@@ -236,28 +415,23 @@ impl DeliveryTable {
         let mut table = self.table.lock();
 
         for &(id, outcome) in reports {
-            let (index, generation) = split_id(id);
-            let Some(slot) = table.slots.get_mut(index).filter(|slot| slot.generation == generation) else {
+            let Some(index) = table.awaiting(id) else {
                 applied.unknown += 1;
                 continue;
             };
-            match std::mem::replace(&mut slot.state, State::Free) {
-                State::Waiting(waker) => {
-                    slot.state = State::Ready(outcome);
-                    if outcome.code == 0 {
-                        applied.payloads.extend(slot.payloads.take().map(|payloads| *payloads));
-                    }
-                    applied.wakers.extend(waker);
-                }
-                State::Orphaned => {
-                    applied.payloads.extend(slot.payloads.take().map(|payloads| *payloads));
-                    table.free.push(index as u32);
-                }
-                other @ (State::Free | State::Ready(_)) => {
-                    slot.state = other;
-                    applied.unknown += 1;
-                    continue;
-                }
+            let slot = table.slots[index];
+            if slot.state() == ORPHANED {
+                applied.payloads.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
+                table.free_slot(index);
+            } else {
+                applied.wakers.extend(table.wakers.take(slot.first));
+                let resolved = if outcome.code == 0 {
+                    applied.payloads.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
+                    delivered(slot.word, outcome)
+                } else {
+                    failed(slot, outcome.code)
+                };
+                table.slots[index] = resolved;
             }
             table.unreported -= 1;
         }
@@ -277,27 +451,22 @@ impl DeliveryTable {
         let mut table = self.table.lock();
         table.closed = true;
 
-        let Table { slots, free, unreported, .. } = &mut *table;
-        for (index, slot) in slots.iter_mut().enumerate() {
-            match std::mem::replace(&mut slot.state, State::Free) {
-                State::Waiting(waker) => {
-                    slot.state = State::Ready(Outcome {
-                        code: CLOSED,
-                        partition: -1,
-                        offset: -1,
-                        timestamp: Timestamp::NotAvailable,
-                    });
-                    applied.retained.extend(slot.payloads.take().map(|payloads| *payloads));
-                    applied.wakers.extend(waker);
+        for index in 0..table.slots.len() {
+            let slot = table.slots[index];
+            match slot.state() {
+                WAITING => {
+                    applied.wakers.extend(table.wakers.take(slot.first));
+                    applied.retained.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
+                    table.slots[index] = failed(Slot { second: 0, ..slot }, CLOSED);
                 }
-                State::Orphaned => {
-                    applied.retained.extend(slot.payloads.take().map(|payloads| *payloads));
-                    free.push(index as u32);
+                ORPHANED => {
+                    applied.retained.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
+                    table.free_slot(index);
                 }
-                other => slot.state = other,
+                _ => {}
             }
         }
-        *unreported = 0;
+        table.unreported = 0;
         drop(table);
         self.changed.notify_all();
         applied
@@ -344,44 +513,77 @@ impl DeliveryTable {
     }
 
     /// Takes the result of slot `id` if it arrived, else stores `waker`.
-    fn poll_slot(&self, id: u64, waker: &Waker) -> Option<Result<Delivery, DeliveryError>> {
+    fn poll_slot(&self, id: u64, waker: &Waker) -> (Poll<Result<Delivery, DeliveryError>>, LastReference) {
         let mut table = self.table.lock();
-        let (index, generation) = split_id(id);
-        let slot = table.slots.get_mut(index).filter(|slot| slot.generation == generation)?;
-        match &mut slot.state {
-            State::Waiting(stored) => {
-                if !stored.as_ref().is_some_and(|stored| stored.will_wake(waker)) {
-                    *stored = Some(waker.clone());
+        let replaced = match table.owned(id) {
+            Some((index, WAITING)) => {
+                let stored = table.slots[index].first;
+                match table.wakers.get(stored) {
+                    Some(current) if current.will_wake(waker) => None,
+                    Some(_) => table.wakers.replace(stored, waker.clone()),
+                    None => {
+                        table.slots[index].first = table.wakers.insert(waker.clone());
+                        None
+                    }
                 }
-                None
             }
-            State::Ready(_) => Some(take_ready(&mut table, index)),
-            State::Free | State::Orphaned => Some(Err(Error::Closed { operation: "delivery" }.into())),
+            Some((index, DELIVERED | FAILED)) => {
+                let (result, last) = take_ready(&mut table, index);
+                return (Poll::Ready(result), last);
+            }
+            _ => return (Poll::Ready(Err(Error::Closed { operation: "delivery" }.into())), None),
+        };
+        drop(table);
+
+        // A waker's drop is user code: never under the lock.
+        drop(replaced);
+        (Poll::Pending, None)
+    }
+
+    /// Takes the result of slot `id` if it arrived.
+    fn try_take(&self, id: u64) -> (Option<Result<Delivery, DeliveryError>>, LastReference) {
+        let mut table = self.table.lock();
+        match table.owned(id) {
+            Some((_, WAITING)) => (None, None),
+            Some((index, DELIVERED | FAILED)) => {
+                let (result, last) = take_ready(&mut table, index);
+                (Some(result), last)
+            }
+            _ => (Some(Err(Error::Closed { operation: "delivery" }.into())), None),
         }
     }
 
     /// Blocks until the result of slot `id` arrives and takes it, or
-    /// returns `None` when `deadline` passes first.
-    fn wait_slot(&self, id: u64, deadline: Option<Instant>) -> Option<Result<Delivery, DeliveryError>> {
-        let (index, generation) = split_id(id);
+    /// returns `None` when `timeout` passes first.
+    fn wait_slot(&self, id: u64, timeout: Option<Duration>) -> (Option<Result<Delivery, DeliveryError>>, LastReference) {
+        // Most results are there already: read them without the clock.
+        let taken = self.try_take(id);
+        if taken.0.is_some() {
+            return taken;
+        }
+
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let mut table = self.table.lock();
         loop {
-            let state = table
-                .slots
-                .get(index)
-                .filter(|slot| slot.generation == generation)
-                .map(|slot| &slot.state);
-            match state {
-                Some(State::Ready(_)) => return Some(take_ready(&mut table, index)),
-                Some(State::Waiting(_)) => {}
-                // A live future's slot is always Waiting or Ready.
-                _ => return Some(Err(Error::Closed { operation: "delivery" }.into())),
+            match table.owned(id) {
+                Some((index, DELIVERED | FAILED)) => {
+                    let (result, last) = take_ready(&mut table, index);
+                    return (Some(result), last);
+                }
+                Some((_, WAITING)) => {}
+                // A live future's slot is always waiting or resolved.
+                _ => return (Some(Err(Error::Closed { operation: "delivery" }.into())), None),
             }
             match deadline {
                 Some(deadline) => {
                     if self.changed.wait_until(&mut table, deadline).timed_out() {
-                        let ready = matches!(table.slots[index].state, State::Ready(_));
-                        return ready.then(|| take_ready(&mut table, index));
+                        return match table.owned(id) {
+                            Some((index, DELIVERED | FAILED)) => {
+                                let (result, last) = take_ready(&mut table, index);
+                                (Some(result), last)
+                            }
+                            _ => (None, None),
+                        };
                     }
                 }
                 None => self.changed.wait(&mut table),
@@ -391,32 +593,69 @@ impl DeliveryTable {
 
     fn is_ready(&self, id: u64) -> bool {
         let table = self.table.lock();
-        let (index, generation) = split_id(id);
-        table
-            .slots
-            .get(index)
-            .is_some_and(|slot| slot.generation == generation && matches!(slot.state, State::Ready(_)))
+        matches!(table.owned(id), Some((_, DELIVERED | FAILED)))
     }
 
-    /// Lets go of slot `id` for a future that is dropped. Returns payloads
-    /// to drop with no lock held.
-    fn release(&self, id: u64) -> Option<Box<Payloads>> {
+    /// Lets go of slot `id` for a future that is dropped. Returns what to
+    /// drop with no lock held.
+    fn release(&self, id: u64) -> Released {
         let mut table = self.table.lock();
-        let (index, generation) = split_id(id);
-        let slot = table.slots.get_mut(index).filter(|slot| slot.generation == generation)?;
-        match slot.state {
-            State::Waiting(_) => {
-                slot.state = State::Orphaned;
-                None
+        match table.owned(id) {
+            Some((index, WAITING)) => {
+                let slot = &mut table.slots[index];
+                slot.set_state(ORPHANED);
+                let stored = std::mem::take(&mut slot.first);
+                let waker = table.wakers.take(stored);
+                Released { waker, payloads: None, last: table.disown() }
             }
-            State::Ready(_) => {
-                slot.state = State::Free;
-                let payloads = slot.payloads.take();
-                table.free.push(index as u32);
-                payloads
+            Some((index, DELIVERED)) => {
+                table.free_slot(index);
+                Released { waker: None, payloads: None, last: table.disown() }
             }
-            State::Free | State::Orphaned => None,
+            Some((index, FAILED)) => {
+                let stored = table.slots[index].second;
+                let payloads = table.payloads.take(stored);
+                table.free_slot(index);
+                Released { waker: None, payloads, last: table.disown() }
+            }
+            _ => Released::default(),
         }
+    }
+}
+
+/// The waker, payloads and table reference of a dropped future, to drop
+/// after the lock.
+#[derive(Default)]
+#[expect(dead_code, reason = "the fields are only held until they are dropped")]
+struct Released {
+    waker: Option<Waker>,
+    payloads: Option<Box<Payloads>>,
+    last: LastReference,
+}
+
+/// A resolved slot for a delivered send.
+fn delivered(word: u32, outcome: Outcome) -> Slot {
+    let (kind, stamp) = match outcome.timestamp {
+        Timestamp::NotAvailable => (STAMP_NONE, 0),
+        Timestamp::CreateTime(stamp) => (STAMP_CREATE, stamp),
+        Timestamp::LogAppendTime(stamp) => (STAMP_LOG_APPEND, stamp),
+    };
+    let topic = word >> TOPIC_SHIFT;
+    Slot {
+        first: outcome.offset,
+        second: stamp,
+        partition: outcome.partition,
+        word: DELIVERED | (kind << STAMP_SHIFT) | (topic << TOPIC_SHIFT),
+    }
+}
+
+/// A resolved slot for a failed send, keeping its payloads reference.
+fn failed(slot: Slot, code: i32) -> Slot {
+    Slot {
+        first: i64::from(code),
+        second: slot.second,
+        partition: -1,
+        word: FAILED | (slot.topic() << TOPIC_SHIFT),
     }
 }
 
@@ -454,46 +693,47 @@ impl Applied {
     }
 }
 
-/// Takes the result out of a `Ready` slot and frees the slot. Nothing is
+/// Takes the result out of a resolved slot and frees the slot. Nothing is
 /// dropped here but the slot's bookkeeping: a delivered send's payloads
 /// were dropped when its report was applied, and a failed one's move into
 /// the error.
-fn take_ready(table: &mut Table, index: usize) -> Result<Delivery, DeliveryError> {
-    let slot = &mut table.slots[index];
-    let State::Ready(outcome) = std::mem::replace(&mut slot.state, State::Free) else {
-        unreachable!("take_ready on a slot that is not Ready");
-    };
-    let payloads = slot.payloads.take();
-    let topic = table.topics.get(slot.topic as usize).cloned();
-    table.free.push(index as u32);
-    into_result(outcome, topic, payloads)
-}
-
-fn into_result(outcome: Outcome, topic: Option<Arc<str>>, payloads: Option<Box<Payloads>>) -> Result<Delivery, DeliveryError> {
-    if outcome.code == 0 {
-        return Ok(Delivery {
-            topic: topic.unwrap_or_else(|| Arc::from("")),
-            partition: outcome.partition,
-            offset: outcome.offset,
-            timestamp: outcome.timestamp,
-        });
-    }
-
-    let error = if outcome.code == CLOSED {
-        Error::Closed { operation: "delivery" }
+fn take_ready(table: &mut Table, index: usize) -> (Result<Delivery, DeliveryError>, LastReference) {
+    let slot = table.slots[index];
+    let result = if slot.state() == DELIVERED {
+        let stamp = slot.second;
+        let timestamp = match (slot.word >> STAMP_SHIFT) & 0b11 {
+            STAMP_CREATE => Timestamp::CreateTime(stamp),
+            STAMP_LOG_APPEND => Timestamp::LogAppendTime(stamp),
+            _ => Timestamp::NotAvailable,
+        };
+        Ok(Delivery {
+            topic: table.topics.get(slot.topic() as usize).cloned().unwrap_or_else(|| Arc::from("")),
+            partition: slot.partition,
+            offset: slot.first,
+            timestamp,
+        })
     } else {
-        Error::Kafka {
-            operation: "delivery",
-            error: KafkaError::from_code(ErrorCode::from_raw(outcome.code)),
-        }
+        let code = slot.first as i32;
+        let error = if code == CLOSED {
+            Error::Closed { operation: "delivery" }
+        } else {
+            Error::Kafka {
+                operation: "delivery",
+                error: KafkaError::from_code(ErrorCode::from_raw(code)),
+            }
+        };
+        let (key, value) = table.payloads.take(slot.second).map_or((None, None), |payloads| *payloads);
+        Err(DeliveryError { error, key, value })
     };
-    let (key, value) = payloads.map_or((None, None), |payloads| *payloads);
-    Err(DeliveryError { error, key, value })
+    table.free_slot(index);
+    (result, table.disown())
 }
 
 /// The pending result of [`Producer::send`](crate::Producer::send).
 ///
-/// The producer's event thread resolves it exactly once: with the delivery,
+/// The producer resolves it exactly once, on its event thread or inside a
+/// later [`Producer::send`](crate::Producer::send) on a sending thread, so
+/// a waker may be woken on either: with the delivery,
 /// with a [`DeliveryError`] when the message failed or was purged, or with
 /// [`Error::Closed`] when the producer was dropped first. It never stays
 /// pending forever. Wait on it with [`wait`](Self::wait) or
@@ -503,17 +743,37 @@ fn into_result(outcome: Outcome, topic: Option<Arc<str>>, payloads: Option<Box<P
 /// Dropping it does not cancel the send.
 #[must_use = "dropping the future ignores whether the message was delivered"]
 pub struct DeliveryFuture {
-    table: Arc<DeliveryTable>,
+    /// The producer's table. While this future owns a slot, the table
+    /// keeps a strong reference to itself (`Table::futures_reference`).
+    table: NonNull<DeliveryTable>,
     /// The slot's id, or [`TAKEN`] once the result was taken.
     id: u64,
 }
+
+// SAFETY: the table is Send and Sync (a mutex, a condition variable and
+// atomics), and a future only reaches it through `table()`, which a live
+// slot keeps valid.
+unsafe impl Send for DeliveryFuture {}
+// SAFETY: as above; `&self` methods only lock the table.
+unsafe impl Sync for DeliveryFuture {}
 
 /// The id of a future whose result was taken; no slot has id 0.
 const TAKEN: u64 = 0;
 
 impl DeliveryFuture {
-    pub(crate) fn new(table: Arc<DeliveryTable>, id: u64) -> Self {
+    /// Makes the future of slot `id`, which `table.register` returned.
+    pub(crate) fn new(table: &Arc<DeliveryTable>, id: u64) -> Self {
+        let table = NonNull::new(Arc::as_ptr(table).cast_mut()).expect("an Arc never points to NULL");
         Self { table, id }
+    }
+
+    /// Returns the table. Only called while `id` is not [`TAKEN`].
+    fn table(&self) -> &DeliveryTable {
+        debug_assert!(self.id != TAKEN, "the table of a taken future was used");
+        // SAFETY: the slot `id` is owned by this future until it takes the
+        // result or drops, and while any slot is so owned, the table holds
+        // a strong reference to itself, so the allocation is alive.
+        unsafe { self.table.as_ref() }
     }
 
     /// Blocks until the delivery report arrives.
@@ -522,23 +782,27 @@ impl DeliveryFuture {
     /// can never arrive while this waits, it returns
     /// [`Error::OnEventThread`] unless the report is already there.
     pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
-        if self.table.on_event_thread() && !self.table.is_ready(self.id) {
+        if self.table().on_event_thread() && !self.table().is_ready(self.id) {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
         }
-        let id = std::mem::replace(&mut self.id, TAKEN);
-        self.table
-            .wait_slot(id, None)
-            .unwrap_or_else(|| Err(Error::Closed { operation: "delivery" }.into()))
+
+        let (result, last) = self.table().wait_slot(self.id, None);
+        self.id = TAKEN;
+        // Dropping the last reference may free the table, which nothing
+        // borrows any more.
+        drop(last);
+        result.unwrap_or_else(|| Err(Error::Closed { operation: "delivery" }.into()))
     }
 
     /// Blocks until the delivery report arrives, or returns
     /// [`Error::TimedOut`] after `timeout`. The message may still be
     /// delivered after a timeout.
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Delivery, DeliveryError> {
-        let deadline = Instant::now().checked_add(timeout);
-        match self.table.wait_slot(self.id, deadline) {
+        let (result, last) = self.table().wait_slot(self.id, Some(timeout));
+        match result {
             Some(result) => {
                 self.id = TAKEN;
+                drop(last);
                 result
             }
             None => Err(Error::TimedOut { operation: "delivery report", timeout }.into()),
@@ -547,7 +811,7 @@ impl DeliveryFuture {
 
     /// Returns whether the result has arrived, without blocking.
     pub fn is_ready(&self) -> bool {
-        self.id != TAKEN && self.table.is_ready(self.id)
+        self.id != TAKEN && self.table().is_ready(self.id)
     }
 }
 
@@ -556,20 +820,24 @@ impl Future for DeliveryFuture {
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(self.id != TAKEN, "a DeliveryFuture was polled after it returned Ready");
-        match self.table.poll_slot(self.id, context.waker()) {
-            Some(result) => {
-                self.id = TAKEN;
-                Poll::Ready(result)
-            }
-            None => Poll::Pending,
+        let (result, last) = self.table().poll_slot(self.id, context.waker());
+        if result.is_ready() {
+            self.id = TAKEN;
         }
+        drop(last);
+        result
     }
 }
 
 impl Drop for DeliveryFuture {
     fn drop(&mut self) {
-        if self.id != TAKEN {
-            drop(self.table.release(self.id));
+        if self.id == TAKEN {
+            return;
+        }
+        let released = self.table().release(self.id);
+        self.id = TAKEN;
+        if catch_unwind(AssertUnwindSafe(|| drop(released))).is_err() {
+            log::error!("dropping a waker or payload of a dropped delivery future panicked");
         }
     }
 }
@@ -612,7 +880,7 @@ mod tests {
     #[test]
     fn slot_and_future_sizes() {
         // The module documentation and BENCHMARKS.md state these sizes.
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
         assert_eq!(std::mem::size_of::<DeliveryFuture>(), 16);
     }
 
@@ -644,8 +912,8 @@ mod tests {
             .register(0, Some(Box::new((None, Some(OwnedPayload::Custom(Arc::new(PanicOnDrop)))))))
             .unwrap();
         let watched = table.register(0, None).unwrap();
-        drop(DeliveryFuture::new(Arc::clone(&table), panicking));
-        let mut future = DeliveryFuture::new(Arc::clone(&table), watched);
+        drop(DeliveryFuture::new(&table, panicking));
+        let mut future = DeliveryFuture::new(&table, watched);
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&counter));
         assert!(Pin::new(&mut future).poll(&mut Context::from_waker(&waker)).is_pending());
@@ -659,9 +927,9 @@ mod tests {
     #[test]
     fn reports_resolve_by_id_in_any_order() {
         let table = DeliveryTable::new();
-        let topic = table.topic_index("orders");
+        let topic = table.topic_index("orders").unwrap();
         let ids: Vec<u64> = (0..3).map(|_| table.register(topic, None).unwrap()).collect();
-        let futures: Vec<DeliveryFuture> = ids.iter().map(|&id| DeliveryFuture::new(Arc::clone(&table), id)).collect();
+        let futures: Vec<DeliveryFuture> = ids.iter().map(|&id| DeliveryFuture::new(&table, id)).collect();
 
         table.apply(&[(ids[2], delivered(30)), (ids[0], delivered(10)), (ids[1], delivered(20))]).finish();
 
@@ -673,9 +941,9 @@ mod tests {
     #[test]
     fn delivery_carries_topic_and_fields() {
         let table = DeliveryTable::new();
-        let topic = table.topic_index("orders");
+        let topic = table.topic_index("orders").unwrap();
         let id = table.register(topic, None).unwrap();
-        let future = DeliveryFuture::new(Arc::clone(&table), id);
+        let future = DeliveryFuture::new(&table, id);
 
         table.apply(&[(id, delivered(5))]).finish();
         let delivery = future.wait_timeout(Duration::ZERO).unwrap();
@@ -690,7 +958,7 @@ mod tests {
     fn failure_hands_owned_value_back() {
         let table = DeliveryTable::new();
         let id = table.register(0, owned(b"payload")).unwrap();
-        let future = DeliveryFuture::new(Arc::clone(&table), id);
+        let future = DeliveryFuture::new(&table, id);
 
         table.apply(&[(id, failed(ErrorCode::MESSAGE_TIMED_OUT.raw()))]).finish();
         let error = future.wait().unwrap_err();
@@ -703,7 +971,7 @@ mod tests {
     fn close_resolves_unreported_and_retains_payloads() {
         let table = DeliveryTable::new();
         let id = table.register(0, owned(b"kept")).unwrap();
-        let future = DeliveryFuture::new(Arc::clone(&table), id);
+        let future = DeliveryFuture::new(&table, id);
 
         let retained = table.close().finish();
 
@@ -719,7 +987,7 @@ mod tests {
     fn dropped_future_frees_slot_after_report() {
         let table = DeliveryTable::new();
         let first = table.register(0, None).unwrap();
-        drop(DeliveryFuture::new(Arc::clone(&table), first));
+        drop(DeliveryFuture::new(&table, first));
 
         assert_eq!(table.unreported(), 1, "an orphaned send still awaits its report");
         table.apply(&[(first, delivered(0))]).finish();
@@ -749,7 +1017,7 @@ mod tests {
     fn wait_timeout_expires_without_report() {
         let table = DeliveryTable::new();
         let id = table.register(0, None).unwrap();
-        let future = DeliveryFuture::new(Arc::clone(&table), id);
+        let future = DeliveryFuture::new(&table, id);
 
         let error = future.wait_timeout(Duration::from_millis(10)).unwrap_err();
 
@@ -761,7 +1029,7 @@ mod tests {
     fn blocked_waiter_wakes_on_report() {
         let table = DeliveryTable::new();
         let id = table.register(0, None).unwrap();
-        let future = DeliveryFuture::new(Arc::clone(&table), id);
+        let future = DeliveryFuture::new(&table, id);
         let reporter = {
             let table = Arc::clone(&table);
             std::thread::spawn(move || {
@@ -774,5 +1042,65 @@ mod tests {
 
         assert_eq!(delivery.offset, 42);
         reporter.join().unwrap();
+    }
+
+    #[test]
+    fn futures_keep_table_alive() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let future = DeliveryFuture::new(&table, id);
+        table.apply(&[(id, delivered(3))]).finish();
+        let weak = Arc::downgrade(&table);
+        drop(table);
+
+        assert!(weak.upgrade().is_some(), "the table was freed under a live future");
+        assert_eq!(future.wait().unwrap().offset, 3);
+        assert!(weak.upgrade().is_none(), "the last future did not free the table");
+    }
+
+    #[test]
+    fn dropped_future_frees_table() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let future = DeliveryFuture::new(&table, id);
+        let weak = Arc::downgrade(&table);
+
+        drop(table);
+        drop(future);
+
+        assert!(weak.upgrade().is_none(), "a dropped future kept the table alive");
+    }
+
+    #[test]
+    fn poll_replaces_waker_and_wakes_latest() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+
+        struct Counter(AtomicUsize);
+        impl Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let mut future = DeliveryFuture::new(&table, id);
+        let first = Arc::new(Counter(AtomicUsize::new(0)));
+        let second = Arc::new(Counter(AtomicUsize::new(0)));
+        let first_waker = Waker::from(Arc::clone(&first));
+        let second_waker = Waker::from(Arc::clone(&second));
+
+        assert!(Pin::new(&mut future).poll(&mut Context::from_waker(&first_waker)).is_pending());
+        assert!(Pin::new(&mut future).poll(&mut Context::from_waker(&second_waker)).is_pending());
+        assert_eq!(Arc::strong_count(&first), 2, "the replaced waker was not dropped");
+        table.apply(&[(id, delivered(9))]).finish();
+
+        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the replaced waker was woken");
+        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the latest waker was not woken");
+        let Poll::Ready(result) = Pin::new(&mut future).poll(&mut Context::from_waker(&second_waker)) else {
+            panic!("the future is still pending after its report");
+        };
+        assert_eq!(result.unwrap().offset, 9);
     }
 }

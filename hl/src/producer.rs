@@ -2,7 +2,10 @@
 //!
 //! Each producer pairs librdkafka's main queue, where delivery reports
 //! arrive, with a [`DeliveryTable`] of sends awaiting their reports, and
-//! drains the queue on its own event thread. The pairing invariants are
+//! drains the queue on its own event thread. Threads that send serve
+//! delivery reports too, every [`SENDS_PER_ASSIST`] sends, so that
+//! librdkafka's messages are mostly freed by the thread that allocated
+//! them (see [`Assist`]). The pairing invariants are
 //! stated and enforced in the `deliveries` module. In addition, user
 //! configuration cannot turn reports off, because the builder sets
 //! `delivery.report.only.error=false` and the event mask after the user's
@@ -19,6 +22,7 @@
 //! cores; `cargo run --release --example event_wakeup`), and the blocking
 //! poll needs no descriptor.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use rdkafka_ll as ll;
 use crate::config::Config;
 use crate::deliveries::{DeliveryFuture, DeliveryTable, Outcome};
 use crate::error::{check_code, take_rd_kafka_error, timeout_ms, Error, ErrorCode, KafkaError, Result};
-use crate::event::{handle_common_event, EventThread};
+use crate::event::{handle_common_event, Assist, EventThread};
 use crate::message::Timestamp;
 use crate::native::{c_buffer_to_string, NativeClient, NativeEvent, NativeQueue};
 use crate::record::{vu, Record};
@@ -45,6 +49,25 @@ const PURGE_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The maximum time a waiting sender sleeps before it tries again, in case
 /// the room it waits for was freed without a report (a purge, say).
 const QUEUE_SPACE_RECHECK: Duration = Duration::from_millis(50);
+
+/// How many sends a thread makes between two rounds of serving delivery
+/// reports itself (see [`Assist`]).
+const SENDS_PER_ASSIST: u32 = 256;
+
+/// How many events one such round handles at most.
+const EVENTS_PER_ASSIST: usize = 64;
+
+thread_local! {
+    /// Sends made on this thread, to pace its rounds of reports.
+    static SENDS: Cell<u32> = const { Cell::new(0) };
+
+    /// Whether this thread is in a round already: a waker or payload
+    /// dropped in one may send again, and must not start another.
+    static ASSISTING: Cell<bool> = const { Cell::new(false) };
+
+    /// The reports of one event, reused from round to round.
+    static REPORTS: RefCell<Vec<(u64, Outcome)>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A handler for client errors that librdkafka reports outside any send,
 /// such as all brokers being down. It runs on the producer's event thread.
@@ -159,15 +182,23 @@ impl ProducerBuilder {
             on_error: self.on_error,
             reports: Vec::new(),
         };
-        let events = EventThread::spawn("rdkafka-producer", queue, move |event| handler.handle(event))
+        let assist = Arc::new(Assist::default());
+        let events = EventThread::spawn_assisted(
+            "rdkafka-producer",
+            Arc::clone(&queue),
+            Some(Arc::clone(&assist)),
+            move |event| handler.handle(event),
+        )
         .map_err(|error| Error::ClientCreation {
             kind: "producer",
             reason: format!("failed to start the event thread: {error}"),
         })?;
-        deliveries.set_event_thread(events.thread_id());
+        deliveries.set_event_thread(events.key());
 
         Ok(Producer {
             events,
+            queue,
+            assist,
             deliveries,
             topics: TopicCache::new(),
             close_timeout: self.close_timeout,
@@ -180,8 +211,9 @@ impl ProducerBuilder {
 /// A Kafka producer.
 ///
 /// [`send`](Self::send) queues a message and returns a [`DeliveryFuture`]
-/// that the producer's event thread resolves when librdkafka reports the
-/// delivery. A producer can be shared between threads (`&self` methods).
+/// that the producer resolves when librdkafka reports the delivery, on its
+/// event thread or, for throughput, inside a later `send` on a sending
+/// thread. A producer can be shared between threads (`&self` methods).
 ///
 /// The property `delivery.report.only.error` is always set to `false`,
 /// because every future is resolved by its own delivery report.
@@ -200,6 +232,10 @@ impl ProducerBuilder {
 /// ```
 pub struct Producer {
     events: EventThread,
+    /// The queue of delivery reports, errors and logs, which the event
+    /// thread serves, and sending threads with it.
+    queue: Arc<NativeQueue>,
+    assist: Arc<Assist>,
     deliveries: Arc<DeliveryTable>,
     // Dropped before the client, whose handle the topic handles need.
     topics: TopicCache,
@@ -289,7 +325,40 @@ impl Producer {
         if let Some(headers) = headers {
             headers.release();
         }
-        Ok(DeliveryFuture::new(Arc::clone(&self.deliveries), id))
+        let future = DeliveryFuture::new(&self.deliveries, id);
+
+        let sends = SENDS.with(|sends| {
+            let count = sends.get().wrapping_add(1);
+            sends.set(count);
+            count
+        });
+        if sends % SENDS_PER_ASSIST == 0 {
+            self.serve_reports();
+        }
+        Ok(future)
+    }
+
+    /// Serves delivery reports on the calling thread: one round of
+    /// [`Assist`]. Other events go to the event thread.
+    ///
+    /// No lock is held while polling, and the wakers and payload drops of
+    /// the reports run on this thread after the table's lock is released,
+    /// as they would on the event thread.
+    fn serve_reports(&self) {
+        if self.events.is_current() || ASSISTING.with(|assisting| assisting.replace(true)) {
+            return;
+        }
+        self.assist.record_round();
+
+        for _ in 0..EVENTS_PER_ASSIST {
+            let Some(event) = self.queue.poll(0) else { break };
+            if event.event_type() != ll::RD_KAFKA_EVENT_DR {
+                self.assist.defer(event, &self.queue);
+                continue;
+            }
+            REPORTS.with(|reports| apply_reports(&self.deliveries, event, &mut reports.borrow_mut()));
+        }
+        ASSISTING.with(|assisting| assisting.set(false));
     }
 
     /// Sends like [`send`](Self::send), but while librdkafka's local queue
@@ -308,7 +377,9 @@ impl Producer {
         if self.events.is_current() {
             return self.send(record);
         }
-        let deadline = Instant::now().checked_add(timeout);
+        // The clock is read only once the queue is full: most sends never
+        // wait.
+        let mut deadline = None;
         let mut record = record;
         loop {
             let seen = self.deliveries.progress();
@@ -317,7 +388,15 @@ impl Producer {
                 other => return other,
             };
 
+            // Reports free room in the queue: serve the ones waiting.
+            self.serve_reports();
+            if self.deliveries.progress() != seen {
+                record = *error.record;
+                continue;
+            }
+
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert_with(|| now.checked_add(timeout));
             if deadline.is_some_and(|deadline| now >= deadline) {
                 return Err(error);
             }
@@ -514,31 +593,37 @@ impl EventHandler {
     }
 
     fn handle_delivery_reports(&mut self, event: NativeEvent) {
-        self.reports.clear();
-        loop {
-            // SAFETY: the event is a valid DR event; each message it returns
-            // lives as long as the event.
-            let message = unsafe { ll::rd_kafka_event_message_next(event.as_ptr()) };
-            if message.is_null() {
-                break;
-            }
-            // SAFETY: message is valid, see above.
-            self.reports.push(unsafe { delivery_outcome(message) });
-        }
-
-        // Destroying the event releases librdkafka's messages, which may
-        // point into owned payloads, and frees room in its queue. Only then
-        // are the reports applied (invariant 3: each by its id), the
-        // payloads of delivered sends dropped and the futures woken, with
-        // no lock held (invariant 2).
-        drop(event);
-        let applied = self.deliveries.apply(&self.reports);
-        if applied.unknown > 0 {
-            log::error!("{} delivery reports matched no waiting send", applied.unknown);
-        }
-        let retained = applied.finish();
-        debug_assert!(retained.is_empty(), "reports retain no payloads");
+        apply_reports(&self.deliveries, event, &mut self.reports);
     }
+}
+
+/// Reads the reports of a delivery-report event and applies them to the
+/// table. `reports` is a buffer to reuse.
+fn apply_reports(deliveries: &DeliveryTable, event: NativeEvent, reports: &mut Vec<(u64, Outcome)>) {
+    reports.clear();
+    loop {
+        // SAFETY: the event is a valid DR event; each message it returns
+        // lives as long as the event.
+        let message = unsafe { ll::rd_kafka_event_message_next(event.as_ptr()) };
+        if message.is_null() {
+            break;
+        }
+        // SAFETY: message is valid, see above.
+        reports.push(unsafe { delivery_outcome(message) });
+    }
+
+    // Destroying the event releases librdkafka's messages, which may
+    // point into owned payloads, and frees room in its queue. Only then
+    // are the reports applied (invariant 3: each by its id), the
+    // payloads of delivered sends dropped and the futures woken, with
+    // no lock held (invariant 2).
+    drop(event);
+    let applied = deliveries.apply(reports);
+    if applied.unknown > 0 {
+        log::error!("{} delivery reports matched no waiting send", applied.unknown);
+    }
+    let retained = applied.finish();
+    debug_assert!(retained.is_empty(), "reports retain no payloads");
 }
 
 fn error_of_event(event: &NativeEvent) -> KafkaError {

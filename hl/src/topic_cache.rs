@@ -1,9 +1,10 @@
 //! Topic handles of a producer, created once per topic name.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use rdkafka_ll as ll;
@@ -29,14 +30,34 @@ impl Drop for TopicHandle {
     }
 }
 
+/// The source of [`TopicCache`] ids. Ids are never reused, so an entry of
+/// [`LAST_TOPIC`] can only match the cache that made it.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The topic this thread looked up last, and in which cache: most
+    /// threads send to one topic, which then costs neither a lock nor a
+    /// hash.
+    static LAST_TOPIC: RefCell<Option<LastTopic>> = const { RefCell::new(None) };
+}
+
+struct LastTopic {
+    cache: u64,
+    name: Box<str>,
+    handle: *mut ll::rd_kafka_topic_t,
+    index: u32,
+}
+
 /// Topic handles by name, with each topic's index in the delivery table.
 ///
 /// Sending with a handle (`RD_KAFKA_VTYPE_RKT`) spares librdkafka a look-up
 /// of the name, and this crate a C string, on every send.
 pub(crate) struct TopicCache {
+    /// Never 0.
+    id: u64,
     topics: RwLock<Topics>,
-    /// Index in `Topics::entries` of the topic last looked up: most
-    /// producers send to one topic, which then costs no hashing.
+    /// Index in `Topics::entries` of the topic last looked up by any
+    /// thread, checked before hashing.
     last: AtomicUsize,
 }
 
@@ -50,6 +71,7 @@ struct Topics {
 impl TopicCache {
     pub(crate) fn new() -> Self {
         Self {
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             topics: RwLock::new(Topics::default()),
             last: AtomicUsize::new(0),
         }
@@ -58,6 +80,35 @@ impl TopicCache {
     /// Returns the handle and delivery-table index of `name`, creating the
     /// handle on first use.
     pub(crate) fn get(
+        &self,
+        client: &NativeClient,
+        deliveries: &DeliveryTable,
+        name: &str,
+    ) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
+        // The handle stays valid while this cache lives, and the id
+        // matches only this cache.
+        let cached = LAST_TOPIC.with(|last| match &*last.borrow() {
+            Some(last) if last.cache == self.id && *last.name == *name => Some((last.handle, last.index)),
+            _ => None,
+        });
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+
+        let found = self.get_shared(client, deliveries, name)?;
+        LAST_TOPIC.with(|last| {
+            *last.borrow_mut() = Some(LastTopic {
+                cache: self.id,
+                name: name.into(),
+                handle: found.0,
+                index: found.1,
+            });
+        });
+        Ok(found)
+    }
+
+    /// Looks `name` up in the shared map, or creates its handle.
+    fn get_shared(
         &self,
         client: &NativeClient,
         deliveries: &DeliveryTable,
@@ -97,7 +148,9 @@ impl TopicCache {
         // conf takes the client's default topic configuration.
         let raw = unsafe { ll::rd_kafka_topic_new(client.as_ptr(), c_name.as_ptr(), std::ptr::null_mut()) };
         let handle = NonNull::new(raw).map(TopicHandle).ok_or_else(|| invalid("librdkafka rejected it"))?;
-        let index = deliveries.topic_index(name);
+        let index = deliveries
+            .topic_index(name)
+            .ok_or_else(|| invalid("the producer already sends to 2^27 other topics, its maximum"))?;
         let pointer = handle.0.as_ptr();
         let position = topics.entries.len();
         topics.entries.push((name.into(), handle, index));
