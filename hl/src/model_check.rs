@@ -10,17 +10,21 @@
 //! failed delivery's error still reads librdkafka's static table of error
 //! names.
 //!
-//! Covered, for the [`Pending`] table with [`Completion`] and
-//! [`KafkaFuture`], and for the [`DeliveryTable`] with [`DeliveryFuture`]:
-//! a sender registering while the event thread drains, a result racing the
-//! drop of its future, shutdown racing a send, and two senders at once;
-//! for the delivery table also a failed produce racing shutdown and a
-//! sender waiting for progress while the queue is full. Each model checks
-//! that nothing deadlocks, that every completion is resolved exactly once
-//! and with the result sent for its own id, that a send which registers
-//! after shutdown or is resolved by it gets `Closed`, and that every owned
-//! payload is dropped exactly once and never while librdkafka may still
-//! read it.
+//! Both the [`Pending`] table (with [`Completion`] and [`KafkaFuture`])
+//! and the [`DeliveryTable`] (with [`DeliveryFuture`]) are checked for a
+//! sender registering while the event thread drains, a result racing the
+//! drop of its future, shutdown racing a send, and two senders at once.
+//! The delivery table is also checked for a failed produce racing
+//! shutdown, a sender waiting for progress while the queue is full, a
+//! sending thread applying reports beside the event thread, and futures
+//! that outlive every other handle on the table.
+//!
+//! Each model checks that nothing deadlocks and that every completion is
+//! resolved exactly once, with the result sent for its own id. A send that
+//! registers after shutdown, or that shutdown resolves, must get `Closed`.
+//! Every owned payload must be dropped exactly once, and never while
+//! librdkafka may still read it, and the delivery table must be freed once
+//! its last handle and future are gone.
 //!
 //! Not covered: `loom` has no clock, so a timed wait either blocks until it
 //! is notified or times out at once (see `sync::set_timed_waits_expire`),
@@ -811,6 +815,86 @@ fn delivery_several_senders() {
         records[0].assert_dropped_once(0);
         records[1].assert_dropped_once(1);
         assert_table_freed(table);
+    });
+}
+
+/// A sending thread serving delivery reports beside the event thread, as
+/// `Producer::send` does every few hundred sends: either may apply either
+/// report, and run the other send's waker and payload drop.
+#[test]
+fn delivery_sender_serves_reports() {
+    check(|| {
+        let table = DeliveryTable::new();
+        let queue = EventQueue::new();
+        let records = [SendRecord::new(), SendRecord::new()];
+
+        let first = send_tracked(&table, &queue, 0, &records[0]).unwrap();
+
+        let events = {
+            let (table, queue, records) = (Arc::clone(&table), Arc::clone(&queue), records.clone());
+            loom::thread::spawn(move || {
+                let report = queue.pop().unwrap();
+                assert_eq!(apply(&table, report, delivered(report.1), &records), 0, "a report was lost");
+            })
+        };
+        let sender = {
+            let (table, queue, records) = (Arc::clone(&table), Arc::clone(&queue), records.clone());
+            loom::thread::spawn(move || {
+                let (result, wakes) = block_on(async {
+                    let future = send_tracked(&table, &queue, 1, &records[1]).unwrap();
+                    let report = queue.pop().unwrap();
+                    assert_eq!(apply(&table, report, delivered(report.1), &records), 0, "a report was lost");
+                    future.await
+                });
+                assert_delivered(result, 1);
+                assert!(wakes <= 1, "the waker was woken {wakes} times");
+            })
+        };
+
+        assert_delivered(first.wait(), 0);
+        sender.join().unwrap();
+        events.join().unwrap();
+
+        assert_eq!(table.unreported(), 0);
+        records[0].assert_dropped_once(0);
+        records[1].assert_dropped_once(1);
+        assert_table_freed(table);
+    });
+}
+
+/// Futures that outlive the producer: the event thread has the last
+/// handle on the table and drops it after applying the reports, while one
+/// future is read and the other dropped on other threads. The table must
+/// stay alive until the last future is done with it, then be freed.
+#[test]
+fn delivery_futures_outlive_producer() {
+    check(|| {
+        let table = DeliveryTable::new();
+        let queue = EventQueue::new();
+        let records = [SendRecord::new(), SendRecord::new()];
+        let read = send_tracked(&table, &queue, 0, &records[0]).unwrap();
+        let dropped = send_tracked(&table, &queue, 1, &records[1]).unwrap();
+        let weak = Arc::downgrade(&table);
+
+        let events = {
+            let (queue, records) = (Arc::clone(&queue), records.clone());
+            loom::thread::spawn(move || {
+                for _ in 0..2 {
+                    let report = queue.pop().unwrap();
+                    assert_eq!(apply(&table, report, delivered(report.1), &records), 0, "a report was lost");
+                }
+                drop(table);
+            })
+        };
+        let reader = loom::thread::spawn(move || assert_delivered(read.wait(), 0));
+        drop(dropped);
+
+        reader.join().unwrap();
+        events.join().unwrap();
+
+        records[0].assert_dropped_once(0);
+        records[1].assert_dropped_once(1);
+        assert!(weak.upgrade().is_none(), "the delivery table outlived its handles and futures");
     });
 }
 
