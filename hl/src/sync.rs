@@ -11,8 +11,9 @@
 //! `Arc` is the standard one in both builds: it appears in public types
 //! (`Delivery::topic` is an `Arc<str>`, which `loom`'s `Arc` cannot hold)
 //! and in modules that call librdkafka, which are not built against the
-//! shim. Everything that orders one thread's writes before another's reads
-//! goes through the mutexes, condition variables and atomics here.
+//! shim. So `loom` does not see reference counts: the models check that an
+//! `Arc`'s value is freed once every thread is done with it, but not the
+//! memory ordering of its last drop.
 
 // Both builds offer the same set, so that a module can start using any of
 // it without touching this file. Not every item is used yet.
