@@ -357,17 +357,26 @@ impl DeliveryTable {
 
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
     /// payloads it held.
+    ///
+    /// When the producer's close ran since `register`, the close resolved
+    /// the send and retained its payloads, so none come back; the slot is
+    /// freed all the same.
     pub(crate) fn unregister(&self, id: u64) -> Option<Box<Payloads>> {
         let mut table = self.table.lock();
-        let index = table.awaiting(id)?;
-        if table.slots[index].state() != WAITING {
-            return None;
-        }
-        let slot = table.slots[index];
-        let payloads = table.payloads.take(slot.second);
-        let waker = table.wakers.take(slot.first);
+        let (index, payloads, waker) = match table.owned(id) {
+            Some((index, WAITING)) if table.awaiting(id).is_some() => {
+                let slot = table.slots[index];
+                let payloads = table.payloads.take(slot.second);
+                let waker = table.wakers.take(slot.first);
+                table.unreported -= 1;
+                (index, payloads, waker)
+            }
+            // Resolved by the close: no future saw it, so the sender still
+            // owns the slot.
+            Some((index, FAILED)) => (index, None, None),
+            _ => return None,
+        };
         table.free_slot(index);
-        table.unreported -= 1;
         let last = table.disown();
         let idle = table.unreported == 0;
         drop(table);
@@ -999,6 +1008,7 @@ mod tests {
         assert_eq!(applied.unknown, 1, "a stale id must not resolve the new send");
         applied.finish();
         assert_eq!(table.unreported(), 1);
+        assert!(table.unregister(second).is_none(), "the second send had no payloads");
     }
 
     #[test]
@@ -1102,5 +1112,20 @@ mod tests {
             panic!("the future is still pending after its report");
         };
         assert_eq!(result.unwrap().offset, 9);
+    }
+
+    #[test]
+    fn unregister_after_close_frees_table() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, owned(b"late")).unwrap();
+        let retained = table.close().finish();
+        let weak = Arc::downgrade(&table);
+
+        let payloads = table.unregister(id);
+        drop(table);
+
+        assert!(payloads.is_none(), "a payload the close retained was handed back");
+        assert_eq!(retained.len(), 1, "the close did not retain the payload");
+        assert!(weak.upgrade().is_none(), "the table leaked after the send was unregistered");
     }
 }

@@ -667,10 +667,11 @@ enum Sent {
 /// destroyed. With `produce_fails`, the send's produce call fails and the
 /// send gives its slot back with `unregister`.
 ///
-/// With `strict_hand_back`, a failed send must get its payload back even
-/// when the close ran between its `register` and `unregister`. Without it,
-/// the payload may be retained instead, and is still dropped exactly once.
-fn delivery_shutdown_model(timeout: Duration, produce_fails: bool, strict_hand_back: bool) {
+/// When the close runs between a failed send's `register` and
+/// `unregister`, the close has already retained the payload, so the send
+/// gets none back; it is still dropped exactly once, and the slot is
+/// freed.
+fn delivery_shutdown_model(timeout: Duration, produce_fails: bool) {
     let table = DeliveryTable::new();
     let queue = EventQueue::new();
     let records = [SendRecord::new()];
@@ -713,8 +714,6 @@ fn delivery_shutdown_model(timeout: Duration, produce_fails: bool, strict_hand_b
 
     let sent = sender.join().unwrap();
     let retained = closer.join().unwrap();
-    let unregistered_after_close = matches!(sent, Sent::Unregistered(None));
-
     match sent {
         Sent::Rejected => assert!(retained.is_empty()),
         Sent::Unregistered(Some(payloads)) => {
@@ -722,7 +721,6 @@ fn delivery_shutdown_model(timeout: Duration, produce_fails: bool, strict_hand_b
             assert!(retained.is_empty(), "the payload of a failed send was retained");
         }
         Sent::Unregistered(None) => {
-            assert!(!strict_hand_back, "a failed send got no payload back: the close ran between register and unregister");
             assert_eq!(retained.len(), 1, "the payload of a failed send was lost");
         }
         Sent::Resolved(Ok(delivery)) => {
@@ -742,40 +740,23 @@ fn delivery_shutdown_model(timeout: Duration, produce_fails: bool, strict_hand_b
     assert_eq!(table.unreported(), 0);
     assert!(table.register(0, None).is_err(), "a closed table accepted a send");
     records[0].assert_dropped_once(0);
-    // NOTE: a send unregistered after the close still counts as owned by a
-    // future, so the table keeps its reference to itself and leaks.
-    if !unregistered_after_close {
-        assert_table_freed(table);
-    }
+    assert_table_freed(table);
 }
 
 #[test]
 fn delivery_shutdown_races_send() {
     // Duration::MAX has no deadline, so the wait is untimed.
-    check(|| delivery_shutdown_model(Duration::MAX, false, true));
+    check(|| delivery_shutdown_model(Duration::MAX, false));
 }
 
 #[test]
 fn delivery_shutdown_races_failed_produce() {
-    check(|| delivery_shutdown_model(Duration::MAX, true, false));
-}
-
-// NOTE: fails. When `DeliveryTable::close` runs between a send's
-// `register` and its `unregister`, `unregister` returns `None`: the
-// payload is retained rather than handed back in the `SendError`, and the
-// slot stays resolved as closed with no future to free it. The table
-// counts that slot as owned by a future, so it keeps its reference to
-// itself and is never freed. `Producer::shut_down` takes `&mut self`, so
-// no send can run during it today.
-#[test]
-#[ignore = "the delivery table does not hand back payloads of a send unregistered after close"]
-fn delivery_unregister_after_close_hands_back_payload() {
-    check(|| delivery_shutdown_model(Duration::MAX, true, true));
+    check(|| delivery_shutdown_model(Duration::MAX, true));
 }
 
 #[test]
 fn delivery_shutdown_times_out_racing_send() {
-    check_with_expiring_waits(|| delivery_shutdown_model(TIMEOUT, false, true));
+    check_with_expiring_waits(|| delivery_shutdown_model(TIMEOUT, false));
 }
 
 #[test]
