@@ -67,9 +67,9 @@ broker and controller in one process.
 
 Commands:
   fetch               Resolve the Kafka jars with Maven and cache the classpath.
-  start [--nodes N]   Start the broker, or a cluster of N nodes
-                      ($MIN_CLUSTER_NODES to $MAX_CLUSTER_NODES), or reuse the one already running in the
-                      state directory, and print the bootstrap address
+  start [--nodes N]   Start the broker, or a cluster of N nodes ($MIN_CLUSTER_NODES to $MAX_CLUSTER_NODES),
+                      or reuse the one already running in the state
+                      directory, and print the bootstrap address
                       (127.0.0.1:PORT, a comma-separated list for a cluster)
                       as the last line on stdout. N defaults to the node
                       count of the last start in the state directory, else 1.
@@ -265,9 +265,9 @@ run_java_class() {
 
 # --- Broker process ---------------------------------------------------------
 
-# Prints the PID from PID_FILE when that process is a broker that this script
-# started with SERVER_PROPERTIES (the PID may have been reused by another
-# program after a crash).
+# Prints the PID in the pid file $1 when that process is a broker that this
+# script started with the server.properties file $2 (the PID may have been
+# reused by another program after a crash).
 kafka_pid() {
   local pid_file="$1" properties="$2"
   [[ -f "$pid_file" ]] || return 1
