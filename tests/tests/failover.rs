@@ -223,6 +223,10 @@ const UNREACHABLE_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than its timeout a poll may block, on a loaded machine.
 const POLL_MARGIN: Duration = Duration::from_millis(1_000);
 
+/// How much earlier than its timeout a poll that returns nothing may
+/// return: librdkafka takes the timeout in whole milliseconds.
+const EARLY_RETURN_TOLERANCE: Duration = Duration::from_millis(1);
+
 #[test]
 fn broker_unreachable_from_start() {
     let Some((cluster, _turn)) = take_cluster() else { return };
@@ -680,8 +684,9 @@ fn committed_offsets(consumer: &Consumer, partitions: &[TopicPartition]) -> Vec<
 }
 
 /// Polls for `window` while no broker is reachable. Fails when a poll
-/// returns a message or blocks longer than its timeout plus
-/// [`POLL_MARGIN`]; returns the errors the polls returned.
+/// returns a message, blocks longer than its timeout plus [`POLL_MARGIN`],
+/// or returns nothing before its timeout. Returns the errors the polls
+/// returned.
 #[track_caller]
 fn poll_during_outage(consumer: &Consumer, window: Duration, what: &str) -> Vec<Error> {
     let end = Instant::now() + window;
@@ -695,7 +700,10 @@ fn poll_during_outage(consumer: &Consumer, window: Duration, what: &str) -> Vec<
             "a poll of {what} with timeout {POLL_TIMEOUT:?} took {elapsed:?} while no broker was reachable"
         );
         match result {
-            None => {}
+            None => assert!(
+                elapsed + EARLY_RETURN_TOLERANCE >= POLL_TIMEOUT,
+                "a poll of {what} with timeout {POLL_TIMEOUT:?} returned nothing after only {elapsed:?}"
+            ),
             Some(Ok(message)) => panic!(
                 "{what} read a message while no broker was reachable: {:?}",
                 numbered::read(&message)
