@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit tests, doctests, the mock-cluster
-# tests and the real-broker tests, plus the bindings drift check.
+# tests, the real-broker tests and the failover tests, plus the bindings
+# drift check.
 #
 # Without KAFKA_BOOTSTRAP_SERVERS in the environment, it starts the test
 # broker (tests/broker/kafka.sh) and stops it at the end, or reuses one the
-# script already runs. With the variable, it uses that cluster. Extra
-# arguments go to `cargo test`.
+# script already runs. With the variable, it uses that cluster. Likewise,
+# without KAFKA_CLUSTER_BOOTSTRAP_SERVERS it starts the three-node test
+# cluster in target/kafka-cluster for the failover tests, or reuses it.
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 broker=tests/broker/kafka.sh
+cluster_state_dir="$repo/target/kafka-cluster"
 started_broker=false
+started_cluster=false
+
+cluster() {
+    KAFKA_STATE_DIR="$cluster_state_dir" "$broker" "$@"
+}
 
 finish() {
     local status=$?
@@ -19,12 +28,32 @@ finish() {
         echo "--- last 200 lines of the broker log ($("$broker" log)) ---" >&2
         "$broker" log --tail 200 >&2 || true
     fi
+    if [ "$status" -ne 0 ] && [ "$started_cluster" = true ]; then
+        echo "--- last 200 lines of each cluster node's log ---" >&2
+        cluster log --tail 200 >&2 || true
+    fi
     if [ "$started_broker" = true ]; then
         "$broker" stop >&2 || true
+    fi
+    if [ "$started_cluster" = true ]; then
+        cluster stop >&2 || true
     fi
     exit "$status"
 }
 trap finish EXIT
+
+# The cluster starts in the background while the single broker starts, and
+# its bootstrap address is read from its state directory afterwards.
+cluster_start_pid=""
+if [ -z "${KAFKA_CLUSTER_BOOTSTRAP_SERVERS:-}" ]; then
+    # A cluster that already runs from the script is reused and left running.
+    if ! cluster status >/dev/null 2>&1; then
+        echo "starting the test cluster (KAFKA_STATE_DIR=$cluster_state_dir $broker start --nodes 3)" >&2
+        started_cluster=true
+    fi
+    cluster start --nodes 3 >/dev/null &
+    cluster_start_pid=$!
+fi
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
     # A broker that already runs from the script is reused and left running.
@@ -36,6 +65,14 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
     export KAFKA_BOOTSTRAP_SERVERS
 fi
 echo "real-broker tests use KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS" >&2
+
+if [ -n "$cluster_start_pid" ]; then
+    wait "$cluster_start_pid"
+    KAFKA_CLUSTER_BOOTSTRAP_SERVERS=$(cat "$cluster_state_dir/bootstrap")
+    KAFKA_CLUSTER_STATE_DIR=$cluster_state_dir
+    export KAFKA_CLUSTER_BOOTSTRAP_SERVERS KAFKA_CLUSTER_STATE_DIR
+fi
+echo "failover tests use KAFKA_CLUSTER_BOOTSTRAP_SERVERS=$KAFKA_CLUSTER_BOOTSTRAP_SERVERS" >&2
 
 cargo test --workspace "$@"
 

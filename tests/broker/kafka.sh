@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a single-node Apache Kafka broker (KRaft, combined broker and controller)
-# on 127.0.0.1 for the rdkafka-rs integration tests.
+# Runs a single-node Apache Kafka broker, or a cluster of several nodes (KRaft,
+# each node a combined broker and controller), on 127.0.0.1 for the rdkafka-rs
+# integration tests.
 #
 # The broker jars come from Maven Central through tests/broker/pom.xml, and the
 # broker runs on the machine's `java` (Kafka 4.x brokers need Java 17 or newer).
@@ -22,7 +23,15 @@ esac
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
+# With this heap, each cluster node used 370 to 420 MB of resident memory
+# after the failover tests (Kafka 4.1.1, Java 17).
+NODE_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx384m -Xms128m}"
 MIN_JAVA_MAJOR=17
+# Cluster topics get replication factor 3 and min.insync.replicas=2, which
+# needs at least 3 nodes. The upper bound only keeps typos from starting
+# dozens of JVMs.
+MIN_CLUSTER_NODES=3
+MAX_CLUSTER_NODES=9
 
 if ! [[ "$START_TIMEOUT" =~ ^[0-9]+$ ]]; then
   echo "$(basename "$0"): error: invalid KAFKA_START_TIMEOUT '$START_TIMEOUT': expected a whole number of seconds." >&2
@@ -42,40 +51,73 @@ TOOLS_CLIENT_CONFIG="$STATE_DIR/tools-client.properties"
 DATA_DIR="$STATE_DIR/data"
 SERVER_PROPERTIES="$DATA_DIR/server.properties"
 BROKER_LOG4J_CONFIG="$DATA_DIR/log4j2.properties"
+# The node count of the last start: absent for a single broker.
+NODES_FILE="$STATE_DIR/nodes"
 
 APT_UPDATED=0
+LOCK_HELD=0
 
 usage() {
   cat <<EOF
-Usage: $SCRIPT_NAME COMMAND
+Usage: $SCRIPT_NAME COMMAND [ARG...]
 
-Runs a single-node Apache Kafka broker (KRaft, broker and controller in one
-process) on 127.0.0.1 for tests.
+Runs Apache Kafka on 127.0.0.1 for tests: a single broker, or with
+'start --nodes N' a cluster of N nodes. Every node runs in KRaft mode, with
+broker and controller in one process.
 
 Commands:
   fetch               Resolve the Kafka jars with Maven and cache the classpath.
-  start               Start the broker, or reuse the one already running, and
-                      print its bootstrap address (127.0.0.1:PORT) as the last
-                      line on stdout.
-  stop                Stop the broker (SIGTERM, then SIGKILL after ${STOP_TIMEOUT} s).
-  status              Print whether the broker runs. Exit status 0 if it
-                      runs, 1 if not.
+  start [--nodes N]   Start the broker, or a cluster of N nodes ($MIN_CLUSTER_NODES to $MAX_CLUSTER_NODES),
+                      or reuse the one already running in the state
+                      directory, and print the bootstrap address
+                      (127.0.0.1:PORT, a comma-separated list for a cluster)
+                      as the last line on stdout. N defaults to the node
+                      count of the last start in the state directory, else 1.
+  stop                Stop the broker or every cluster node (SIGTERM, then
+                      SIGKILL after ${STOP_TIMEOUT} s).
+  status              Print whether the broker, or each cluster node, runs.
+                      Exit status 0 if all run, 1 if not.
   address             Print the bootstrap address. Exit status 1 if no broker runs.
-  log [--tail N]      Print the broker log path, or its last N lines.
+  log [--node ID] [--tail N]
+                      Print the broker log path, or its last N lines. For a
+                      cluster: every node's log, or only node ID's.
   run-class CLASS [ARG...]
                       Run a Java main class from the broker classpath, for
                       example org.apache.kafka.tools.TopicCommand.
 
+Cluster commands, after 'start --nodes N' (node IDs are 1 to N):
+  nodes               Print one line per node: its ID, its address
+                      (127.0.0.1:PORT) and 'running' or 'stopped'.
+  stop-node ID|all [--kill]
+                      Stop one node, or all nodes at once, keeping their data
+                      and ports: SIGTERM (a controlled shutdown), then SIGKILL
+                      after ${STOP_TIMEOUT} s. With --kill, SIGKILL at once.
+  start-node ID|all   Start a stopped node, or every stopped node, on its data
+                      and ports, and wait until each serves metadata that lists
+                      it.
+
+A cluster is set up for failover tests: default.replication.factor=3,
+min.insync.replicas=2, and the internal topics have replication factor 3
+and min.insync.replicas=2.
+
 Environment:
   KAFKA_STATE_DIR       State directory (default: <repo>/target/kafka-broker).
                         Broker data under it is deleted on every fresh start.
-  KAFKA_START_TIMEOUT   Seconds to wait for the broker to serve metadata (default: 90).
-  KAFKA_HEAP_OPTS       Broker JVM heap options (default: -Xmx512m -Xms256m).
+                        A single broker and a cluster need separate state
+                        directories to run at the same time.
+  KAFKA_START_TIMEOUT   Seconds to wait for the broker, or the nodes being
+                        started, to serve metadata (default: 90).
+  KAFKA_HEAP_OPTS       Heap options of each broker JVM (default: -Xmx512m
+                        -Xms256m for a single broker, -Xmx384m -Xms128m for
+                        each cluster node).
 
 Files in the state directory after start:
   bootstrap   the bootstrap address
-  env         'export KAFKA_BOOTSTRAP_SERVERS=...', for sourcing in a shell
-  broker.log  broker output and Kafka's log4j2 log
+  env         for sourcing in a shell: 'export KAFKA_BOOTSTRAP_SERVERS=...'
+              for a single broker; for a cluster, exports of
+              KAFKA_CLUSTER_BOOTSTRAP_SERVERS and KAFKA_CLUSTER_STATE_DIR
+  broker.log  broker output and Kafka's log4j2 log (node-ID/broker.log for
+              cluster node ID)
 EOF
 }
 
@@ -223,17 +265,23 @@ run_java_class() {
 
 # --- Broker process ---------------------------------------------------------
 
-# Prints the PID from the pid file when that process is the broker this script
-# started (the PID may have been reused by another program after a crash).
-broker_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
+# Prints the PID in the pid file $1 when that process is a broker that this
+# script started with the server.properties file $2 (the PID may have been
+# reused by another program after a crash).
+kafka_pid() {
+  local pid_file="$1" properties="$2"
+  [[ -f "$pid_file" ]] || return 1
 
   local pid
-  pid=$(cat "$PID_FILE")
+  pid=$(cat "$pid_file")
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $SERVER_PROPERTIES" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $properties" || return 1
   echo "$pid"
+}
+
+broker_pid() {
+  kafka_pid "$PID_FILE" "$SERVER_PROPERTIES"
 }
 
 bootstrap_address() {
@@ -256,16 +304,17 @@ broker_is_serving() {
   port_answers "$address"
 }
 
-# Prints two distinct free TCP ports on 127.0.0.1, one per line.
+# Prints COUNT (default 2) distinct free TCP ports on 127.0.0.1, one per line.
 # The ports are released before Kafka binds them, so another process may take
 # one in between. Kafka then exits with "Address already in use", and start
 # retries with new ports.
 pick_free_ports() {
-  python3 - <<'EOF'
+  python3 - "${1:-2}" <<'EOF'
 import socket
+import sys
 
 sockets = []
-for _ in range(2):
+for _ in range(int(sys.argv[1])):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     sockets.append(s)
@@ -305,12 +354,17 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 EOF
 
+  write_broker_log4j_config "$BROKER_LOG4J_CONFIG"
+}
+
+# Writes the log4j2 configuration of a broker JVM to FILE.
+write_broker_log4j_config() {
   # The broker logs to stdout, which start redirects to broker.log. This keeps
   # one writer for the file, so JVM warnings and log lines stay in order.
   # shutdownHook = disable keeps log4j2 from stopping its loggers in its own
   # JVM shutdown hook while Kafka's shutdown hook still logs. Without it the
   # last shutdown lines are lost.
-  cat >"$BROKER_LOG4J_CONFIG" <<'EOF'
+  cat >"$1" <<'EOF'
 status = warn
 shutdownHook = disable
 appender.stdout.type = Console
@@ -329,11 +383,22 @@ EOF
 # enables request processing only after the controller has unfenced it
 # ("Enabling request processing" in broker.log).
 broker_serves_metadata() {
-  local address="$1" probe_timeout="$2" output
+  metadata_lists "$1" "$2" "$1 (id: 1 "
+}
+
+# Succeeds when BrokerApiVersionsCommand, bootstrapped from BOOTSTRAP and
+# stopped after PROBE_TIMEOUT seconds, prints every ENTRY, such as
+# "127.0.0.1:PORT (id: 2 ". The metadata lists only brokers that the
+# controller has unfenced.
+metadata_lists() {
+  local bootstrap="$1" probe_timeout="$2" output entry
+  shift 2
   set_tool_java
   output=$(timeout "$probe_timeout" "${TOOL_JAVA[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
-    --bootstrap-server "$address" --command-config "$TOOLS_CLIENT_CONFIG" 2>&1) || return 1
-  grep -qF "$address (id: 1 " <<<"$output"
+    --bootstrap-server "$bootstrap" --command-config "$TOOLS_CLIENT_CONFIG" 2>&1) || return 1
+  for entry in "$@"; do
+    grep -qF "$entry" <<<"$output" || return 1
+  done
 }
 
 # Prints the last 50 lines of the broker log to stderr.
@@ -377,6 +442,8 @@ stop_broker() {
 # Holds an exclusive lock on the state directory for the rest of the script,
 # so that two concurrent `start` or `stop` calls do not race.
 take_lock() {
+  ((LOCK_HELD == 0)) || return 0
+  LOCK_HELD=1
   mkdir -p "$STATE_DIR"
   exec 9>"$LOCK_FILE"
   if command -v flock >/dev/null 2>&1; then
@@ -414,6 +481,33 @@ start() {
   die "the broker failed to bind its ports in $max_attempts attempts (last log in $LOG_FILE)."
 }
 
+# Starts a broker JVM in the background and sets LAUNCHER_PID to the PID of
+# its launcher. Arguments: the pid file, the log file, server.properties, the
+# log4j2 configuration and the heap options.
+launch_kafka() {
+  local pid_file="$1" log_file="$2" properties="$3" log4j_config="$4" heap_opts="$5"
+
+  # setsid puts the broker in its own session so that Ctrl-C in the calling
+  # terminal does not reach it. With --wait, setsid lives as long as the
+  # broker even when it has to fork, which the callers' launcher checks rely
+  # on. The inner bash writes its own PID and then execs java, so the pid
+  # file contains the JVM's PID. 9>&- keeps the broker from inheriting the
+  # state lock.
+  local -a java_opts
+  read -r -a java_opts <<<"$heap_opts"
+  local -a detach=()
+  if command -v setsid >/dev/null 2>&1; then
+    detach=(setsid --wait)
+  fi
+  # shellcheck disable=SC2016 # $$ and $@ must expand in the inner bash.
+  "${detach[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pid_file" \
+    java "${java_opts[@]}" -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$log4j_config" \
+    -cp "$(cat "$CLASSPATH_FILE")" kafka.Kafka "$properties" \
+    </dev/null >>"$log_file" 2>&1 9>&- &
+  LAUNCHER_PID=$!
+}
+
 # Starts a broker on fresh storage and new ports, waits until it serves
 # metadata and prints its address. Sets BROKER_STARTED=1 on success. Returns
 # with BROKER_STARTED=0 when the broker exited because a port was taken, and
@@ -445,24 +539,8 @@ start_fresh_broker() {
   fi
 
   log "starting broker on $address (cluster id $cluster_id, log $LOG_FILE)"
-  # setsid puts the broker in its own session so that Ctrl-C in the calling
-  # terminal does not reach it. With --wait, setsid lives as long as the
-  # broker even when it has to fork, which the launcher check below relies on.
-  # The inner bash writes its own PID and then execs java, so the pid file
-  # contains the JVM's PID. 9>&- keeps the broker from inheriting the state lock.
-  local -a java_opts
-  read -r -a java_opts <<<"$HEAP_OPTS"
-  local -a detach=()
-  if command -v setsid >/dev/null 2>&1; then
-    detach=(setsid --wait)
-  fi
-  # shellcheck disable=SC2016 # $$ and $@ must expand in the inner bash.
-  "${detach[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
-    java "${java_opts[@]}" -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$BROKER_LOG4J_CONFIG" \
-    -cp "$(cat "$CLASSPATH_FILE")" kafka.Kafka "$SERVER_PROPERTIES" \
-    </dev/null >>"$LOG_FILE" 2>&1 9>&- &
-  local launcher_pid=$!
+  launch_kafka "$PID_FILE" "$LOG_FILE" "$SERVER_PROPERTIES" "$BROKER_LOG4J_CONFIG" "$HEAP_OPTS"
+  local launcher_pid=$LAUNCHER_PID
 
   log "waiting up to ${START_TIMEOUT} s for the broker to serve metadata on $address"
   local deadline=$((SECONDS + START_TIMEOUT)) remaining probe_timeout
@@ -503,6 +581,39 @@ start_fresh_broker() {
   log "broker ready on $address (pid $(broker_pid), about ${SECONDS} s after this command started)"
   echo "$address"
   BROKER_STARTED=1
+}
+
+# The start command: parses --nodes N and starts a single broker or a cluster.
+start_command() {
+  local count=""
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --nodes)
+        [[ $# -ge 2 ]] || die "'start --nodes' needs a node count."
+        count="$2"
+        shift
+        ;;
+      --nodes=*) count="${1#--nodes=}" ;;
+      *) die "invalid argument for 'start': '$1'. Expected nothing or '--nodes N'." ;;
+    esac
+    shift
+  done
+  count="${count:-$NODE_COUNT}"
+  check_node_count "$count"
+
+  take_lock
+  if ((count > 1)); then
+    start_cluster "$count"
+    return 0
+  fi
+  if ((NODE_COUNT > 1)); then
+    log "replacing the cluster of $NODE_COUNT nodes in $STATE_DIR with a single broker"
+    stop_all_nodes TERM
+    rm -rf "$STATE_DIR"/node-*
+    rm -f "$NODES_FILE"
+    NODE_COUNT=1
+  fi
+  start
 }
 
 stop() {
@@ -551,11 +662,15 @@ show_log() {
   tail -n "$2" "$LOG_FILE"
 }
 
+# shellcheck source-path=SCRIPTDIR source=cluster.sh
+. "$SCRIPT_DIR/cluster.sh"
+
 main() {
   local command="${1:-}"
   if [[ $# -gt 0 ]]; then
     shift
   fi
+  NODE_COUNT=$(recorded_node_count)
 
   case "$command" in
     fetch)
@@ -563,19 +678,44 @@ main() {
       log "classpath: $CLASSPATH_FILE"
       ;;
     start)
-      start
+      start_command "$@"
       ;;
     stop)
-      stop
+      if ((NODE_COUNT > 1)); then
+        stop_cluster
+      else
+        stop
+      fi
       ;;
     status)
-      status
+      if ((NODE_COUNT > 1)); then
+        cluster_status
+      else
+        status
+      fi
       ;;
     address)
-      address
+      if ((NODE_COUNT > 1)); then
+        cluster_address
+      else
+        address
+      fi
       ;;
     log)
-      show_log "$@"
+      if ((NODE_COUNT > 1)); then
+        cluster_show_log "$@"
+      else
+        show_log "$@"
+      fi
+      ;;
+    nodes)
+      cluster_nodes "$@"
+      ;;
+    start-node)
+      start_node_command "$@"
+      ;;
+    stop-node)
+      stop_node_command "$@"
       ;;
     run-class)
       [[ $# -ge 1 ]] || die "'run-class' needs a Java class name, for example org.apache.kafka.tools.TopicCommand."

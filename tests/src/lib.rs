@@ -13,6 +13,8 @@
 //!
 //! Without the variable the real-broker tests print a notice and pass
 //! without running, unless `CI` is set, in which case they fail.
+//!
+//! The failover tests need a three-node cluster instead; see [`cluster`].
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -26,6 +28,8 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka_hl::{AdminClient, Config, MockCluster};
+
+pub mod cluster;
 
 /// The environment variable that contains the real broker's bootstrap servers.
 pub const BOOTSTRAP_SERVERS_VAR: &str = "KAFKA_BOOTSTRAP_SERVERS";
@@ -46,27 +50,34 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// passing tests and the skip would go unnoticed.
 #[track_caller]
 pub fn real_broker() -> Option<String> {
-    let servers = std::env::var(BOOTSTRAP_SERVERS_VAR).unwrap_or_default();
-    if !servers.trim().is_empty() {
-        return Some(servers.trim().to_owned());
+    required_env(
+        BOOTSTRAP_SERVERS_VAR,
+        "a real Kafka broker",
+        "Start the broker with `tests/broker/kafka.sh start` and set \
+         KAFKA_BOOTSTRAP_SERVERS to the address it prints as its last line \
+         (or source target/kafka-broker/env).",
+    )
+}
+
+/// Returns the trimmed value of the environment variable `var`, which a
+/// test needs for `what`. When it is unset or empty, this panics if `CI` is
+/// set to a non-empty value, and otherwise writes a notice to stderr and
+/// returns `None`. `how_to_set` tells the reader how to start what is
+/// missing and set the variable.
+#[track_caller]
+pub(crate) fn required_env(var: &str, what: &str, how_to_set: &str) -> Option<String> {
+    let value = std::env::var(var).unwrap_or_default();
+    if !value.trim().is_empty() {
+        return Some(value.trim().to_owned());
     }
 
     let test = thread::current().name().unwrap_or("this test").to_owned();
     let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
     if in_ci {
-        panic!(
-            "{test} needs a real Kafka broker, but {BOOTSTRAP_SERVERS_VAR} is not set and CI is set. \
-             Start the broker with `tests/broker/kafka.sh start` and set \
-             {BOOTSTRAP_SERVERS_VAR} to the address it prints as its last line \
-             (or source target/kafka-broker/env)."
-        );
+        panic!("{test} needs {what}, but {var} is not set and CI is set. {how_to_set}");
     }
 
-    let notice = format!(
-        "skipping {test} because it needs a real Kafka broker and {BOOTSTRAP_SERVERS_VAR} is not set. \
-         Start one with `tests/broker/kafka.sh start` and set {BOOTSTRAP_SERVERS_VAR} to the \
-         address it prints.\n"
-    );
+    let notice = format!("skipping {test} because it needs {what} and {var} is not set. {how_to_set}\n");
     // A failed write is ignored because the notice is only informational.
     let _ = std::io::stderr().write_all(notice.as_bytes());
     None
