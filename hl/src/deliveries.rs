@@ -47,9 +47,18 @@ pub struct Delivery {
     pub topic: Arc<str>,
     /// The partition the message was written to.
     pub partition: i32,
-    /// The message's offset in that partition.
+    /// The message's offset in that partition, or
+    /// [`OFFSET_INVALID`](crate::OFFSET_INVALID) when the message is
+    /// stored at an unknown offset.
+    ///
+    /// The unknown offset happens with `enable.idempotence=true`: when the
+    /// broker answers a retried batch with `DUPLICATE_SEQUENCE_NUMBER`,
+    /// librdkafka 2.12.1 counts its messages as delivered without an
+    /// offset. The failover tests saw it in one run of eight, across a
+    /// broker restart.
     pub offset: i64,
-    /// The message timestamp.
+    /// The message timestamp, which may be [`Timestamp::NotAvailable`]
+    /// when the offset is unknown.
     pub timestamp: Timestamp,
 }
 
