@@ -21,7 +21,7 @@ cargo +nightly miri setup
 # unless provenance checks are permissive.
 export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-permissive-provenance"
 
-modules=(pending:: completion:: deliveries:: error:: payload:: record:: serialize::)
+modules=(pending:: completion:: deliveries:: error:: payload:: record:: serialize:: table_registry::)
 # A failed delivery's error reads librdkafka's table of error names.
 skipped=(--skip deliveries::tests::failure_hands_owned_value_back)
 cargo +nightly miri test -p rdkafka-hl --lib -- "${modules[@]}" "${skipped[@]}" "$@"

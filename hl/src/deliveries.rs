@@ -2,7 +2,7 @@
 //! futures that read it.
 //!
 //! This is the producer's side of the paired queue, specialised for volume.
-//! A send costs one slot of 24 bytes in a slab and a 16-byte future, with
+//! A send costs one slot of 24 bytes in a slab and an 8-byte future, with
 //! no allocation of its own unless it has owned payloads. A whole
 //! delivery-report event is applied under one lock. The invariants:
 //!
@@ -12,8 +12,9 @@
 //!    neither librdkafka nor user code: wakers are woken and payloads
 //!    dropped after the lock is released.
 //! 3. Reports find their slot by the id in the message opaque, which packs
-//!    the slot's index and a generation that changes each time the slot is
-//!    reused, never by position.
+//!    the slot's index, a generation that changes each time the slot is
+//!    reused, and the table's number (`table_registry`), never by
+//!    position.
 //! 4. Every slot is resolved exactly once: by its report, or by
 //!    [`DeliveryTable::close`]. A slot is freed once both its report has
 //!    arrived and its future is done with it, so memory is bounded by the
@@ -31,7 +32,6 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ use crate::error::{Error, ErrorCode, KafkaError};
 use crate::message::Timestamp;
 use crate::payload::OwnedPayload;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::table_registry;
 
 /// The place a message was stored: the result of a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +231,7 @@ struct Table {
     free_head: i64,
     /// Stamped into each new send's id, so that a report can never
     /// resolve a later send in the same slot.
-    next_generation: u32,
+    next_generation: u16,
     wakers: SideTable<Waker>,
     payloads: SideTable<Box<Payloads>>,
     /// Slots in `WAITING` or `ORPHANED`: sends without a report.
@@ -288,6 +289,9 @@ impl Table {
 
 /// The table of a producer's sends.
 pub(crate) struct DeliveryTable {
+    /// The table's number in `table_registry`, in the top 16 bits of every
+    /// id it gives out.
+    number: u16,
     table: Mutex<Table>,
     /// Incremented, under the table's lock, by every applied report event,
     /// so that `send_wait` can read it on every send without the lock.
@@ -300,13 +304,23 @@ pub(crate) struct DeliveryTable {
     event_thread: AtomicU64,
 }
 
+/// Splits an id into the slot index and the generation.
 fn split_id(id: u64) -> (usize, u32) {
-    (((id & 0xffff_ffff) as usize).wrapping_sub(1), (id >> 32) as u32)
+    (((id & 0xffff_ffff) as usize).wrapping_sub(1), ((id >> 32) & 0xffff) as u32)
+}
+
+/// Returns the number of the table that gave out `id`.
+fn table_number(id: u64) -> u16 {
+    (id >> 48) as u16
 }
 
 impl DeliveryTable {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
+    /// Creates a table, or returns `None` when [`table_registry::CAPACITY`]
+    /// tables exist already.
+    pub(crate) fn try_new() -> Option<Arc<Self>> {
+        let number = table_registry::claim()?;
+        let table = Arc::new(Self {
+            number,
             table: Mutex::new(Table {
                 slots: Vec::new(),
                 free_head: 0,
@@ -322,7 +336,15 @@ impl DeliveryTable {
             progress: AtomicU64::new(0),
             changed: Condvar::new(),
             event_thread: AtomicU64::new(0),
-        })
+        });
+        table_registry::publish(number, Arc::as_ptr(&table));
+        Some(table)
+    }
+
+    /// Creates a table for a test.
+    #[cfg(test)]
+    pub(crate) fn new() -> Arc<Self> {
+        Self::try_new().expect("more delivery tables than the registry holds")
     }
 
     /// Takes a slot for a send to the topic with index `topic` and returns
@@ -341,7 +363,7 @@ impl DeliveryTable {
         let slot = Slot {
             first: 0,
             second: payloads,
-            partition: generation as i32,
+            partition: i32::from(generation),
             word: WAITING | (topic << TOPIC_SHIFT),
         };
         let index = match table.free_head {
@@ -361,7 +383,7 @@ impl DeliveryTable {
         if table.futures_reference.is_none() {
             table.futures_reference = Some(Arc::clone(self));
         }
-        Ok((u64::from(generation) << 32) | (index as u64 + 1))
+        Ok((u64::from(self.number) << 48) | (u64::from(generation) << 32) | (index as u64 + 1))
     }
 
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
@@ -677,6 +699,12 @@ fn failed(slot: Slot, code: i32) -> Slot {
     }
 }
 
+impl Drop for DeliveryTable {
+    fn drop(&mut self) {
+        table_registry::release(self.number);
+    }
+}
+
 /// Work left over from [`DeliveryTable::apply`] for after the lock.
 #[derive(Default)]
 pub(crate) struct Applied {
@@ -761,19 +789,10 @@ fn take_ready(table: &mut Table, index: usize) -> (Result<Delivery, DeliveryErro
 /// Dropping it does not cancel the send.
 #[must_use = "dropping the future ignores whether the message was delivered"]
 pub struct DeliveryFuture {
-    /// The producer's table. While this future owns a slot, the table
-    /// keeps a strong reference to itself (`Table::futures_reference`).
-    table: NonNull<DeliveryTable>,
-    /// The slot's id, or [`TAKEN`] once the result was taken.
+    /// The slot's id, which also names the table, or [`TAKEN`] once the
+    /// result was taken.
     id: u64,
 }
-
-// SAFETY: the table is Send and Sync (a mutex, a condition variable and
-// atomics), and a future only reaches it through `table()`, which a live
-// slot keeps valid.
-unsafe impl Send for DeliveryFuture {}
-// SAFETY: as above; `&self` methods only lock the table.
-unsafe impl Sync for DeliveryFuture {}
 
 /// The id of a future whose result was taken; no slot has id 0.
 const TAKEN: u64 = 0;
@@ -781,17 +800,20 @@ const TAKEN: u64 = 0;
 impl DeliveryFuture {
     /// Makes the future of slot `id`, which `table.register` returned.
     pub(crate) fn new(table: &Arc<DeliveryTable>, id: u64) -> Self {
-        let table = NonNull::new(Arc::as_ptr(table).cast_mut()).expect("an Arc never points to NULL");
-        Self { table, id }
+        debug_assert_eq!(table_number(id), table.number, "an id of another table");
+        Self { id }
     }
 
     /// Returns the table. Only called while `id` is not [`TAKEN`].
     fn table(&self) -> &DeliveryTable {
         debug_assert!(self.id != TAKEN, "the table of a taken future was used");
+        let table = table_registry::get(table_number(self.id));
         // SAFETY: the slot `id` is owned by this future until it takes the
-        // result or drops, and while any slot is so owned, the table holds
-        // a strong reference to itself, so the allocation is alive.
-        unsafe { self.table.as_ref() }
+        // result or drops. While any slot is so owned, the table holds a
+        // strong reference to itself, so it is alive, and its registry
+        // entry, published before its first send and cleared only when it
+        // is dropped, points to it.
+        unsafe { &*table }
     }
 
     /// Blocks until the delivery report arrives.
@@ -899,7 +921,7 @@ mod tests {
     fn slot_and_future_sizes() {
         // The module documentation and BENCHMARKS.md state these sizes.
         assert_eq!(std::mem::size_of::<Slot>(), 24);
-        assert_eq!(std::mem::size_of::<DeliveryFuture>(), 16);
+        assert_eq!(std::mem::size_of::<DeliveryFuture>(), 8);
     }
 
     #[test]

@@ -73,6 +73,7 @@ mod producer;
 mod record;
 mod serialize;
 mod sync;
+mod table_registry;
 mod topic_cache;
 mod transaction;
 

@@ -176,7 +176,10 @@ impl ProducerBuilder {
         // SAFETY: both handles are valid; log.queue is enabled above.
         unsafe { ll::rd_kafka_set_log_queue(client.as_ptr(), queue.as_ptr()) };
 
-        let deliveries = DeliveryTable::new();
+        let deliveries = DeliveryTable::try_new().ok_or_else(|| Error::ClientCreation {
+            kind: "producer",
+            reason: format!("{} producers exist already, the most one process can hold", crate::table_registry::CAPACITY),
+        })?;
         let mut handler = EventHandler {
             deliveries: Arc::clone(&deliveries),
             on_error: self.on_error,
