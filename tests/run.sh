@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit tests, doctests, the mock-cluster
-# tests, the real-broker tests and the failover tests, plus the bindings
-# drift check.
+# tests, the real-broker tests and the failover tests, then the SASL_SSL
+# tests in a build with the ssl feature, plus the bindings drift check.
 #
 # Without KAFKA_BOOTSTRAP_SERVERS in the environment, it starts the test
-# broker (tests/broker/kafka.sh) and stops it at the end, or reuses one the
-# script already runs. With the variable, it uses that cluster. Likewise,
-# without KAFKA_CLUSTER_BOOTSTRAP_SERVERS it starts the three-node test
-# cluster in target/kafka-cluster for the failover tests, or reuses it.
-# Extra arguments go to `cargo test`.
+# broker with its SASL_SSL listener (tests/broker/kafka.sh start --sasl-ssl)
+# and stops it at the end, or reuses one the script already runs. With the
+# variable, it uses that cluster, and the SASL_SSL tests read the listener
+# from the variables that `kafka.sh env` prints. Likewise, without
+# KAFKA_CLUSTER_BOOTSTRAP_SERVERS it starts the three-node test cluster in
+# target/kafka-cluster for the failover tests, or reuses it. Extra
+# arguments go to the first `cargo test`.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,11 +60,15 @@ fi
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
     # A broker that already runs from the script is reused and left running.
     if ! "$broker" status >/dev/null 2>&1; then
-        echo "starting the test broker ($broker start)" >&2
+        echo "starting the test broker ($broker start --sasl-ssl)" >&2
         started_broker=true
     fi
-    KAFKA_BOOTSTRAP_SERVERS=$("$broker" start | tail -n 1)
-    export KAFKA_BOOTSTRAP_SERVERS
+    "$broker" start --sasl-ssl >/dev/null
+    # Exports KAFKA_BOOTSTRAP_SERVERS and the SASL_SSL variables. The
+    # assignment makes a failed `env` stop the script, which `eval` alone
+    # would not.
+    broker_env=$("$broker" env)
+    eval "$broker_env"
 fi
 echo "real-broker tests use KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS" >&2
 
@@ -75,6 +81,15 @@ fi
 echo "failover tests use KAFKA_CLUSTER_BOOTSTRAP_SERVERS=$KAFKA_CLUSTER_BOOTSTRAP_SERVERS" >&2
 
 cargo test --workspace "$@"
+
+# The SASL_SSL tests need librdkafka built with OpenSSL (the ssl feature),
+# which needs OpenSSL's headers. CI installs them; elsewhere the tests are
+# skipped with a notice when pkg-config does not find them.
+if [ -n "${CI:-}" ] || pkg-config --exists openssl 2>/dev/null; then
+    cargo test -p rdkafka-e2e --features ssl --test security
+else
+    echo "notice: OpenSSL headers not found; skipped the SASL_SSL tests (apt-get install libssl-dev pkg-config)" >&2
+fi
 
 # The drift check regenerates the bindings with bindgen, which needs
 # libclang. CI installs it; elsewhere the check is skipped with a notice.

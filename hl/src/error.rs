@@ -47,6 +47,12 @@ impl ErrorCode {
     pub const INVALID_ARGUMENT: Self = Self(ll::RD_KAFKA_RESP_ERR__INVALID_ARG);
     /// A local operation timed out (`_TIMED_OUT`).
     pub const TIMED_OUT: Self = Self(ll::RD_KAFKA_RESP_ERR__TIMED_OUT);
+    /// SASL authentication with a broker failed, for example because of a
+    /// wrong password (`_AUTHENTICATION`).
+    pub const AUTHENTICATION: Self = Self(ll::RD_KAFKA_RESP_ERR__AUTHENTICATION);
+    /// A TLS error, such as a broker certificate that the configured CA
+    /// does not verify (`_SSL`).
+    pub const SSL: Self = Self(ll::RD_KAFKA_RESP_ERR__SSL);
 
     /// Wraps a raw `rd_kafka_resp_err_t` value.
     pub const fn from_raw(code: i32) -> Self {

@@ -51,7 +51,50 @@
 //! an identical line repeated within 10 s is counted rather than logged
 //! again. Client errors that librdkafka reports outside any operation are
 //! logged there too, or passed to the producer's
-//! [`on_error`](ProducerBuilder::on_error) handler.
+//! [`on_error`](ProducerBuilder::on_error) or the consumer's
+//! [`on_error`](ConsumerBuilder::on_error) handler.
+//!
+//! # TLS and SASL
+//!
+//! The `ssl` feature builds librdkafka with TLS (`security.protocol` `SSL`
+//! and `SASL_SSL`) and with the SASL mechanisms that need OpenSSL, such as
+//! SCRAM-SHA-256 and SCRAM-SHA-512. It links the system's OpenSSL, which
+//! pkg-config must find, so the build needs OpenSSL's headers (Debian:
+//! `libssl-dev`), and the distribution's OpenSSL updates apply. The
+//! `ssl-vendored` feature builds OpenSSL from source instead and links it
+//! statically, for machines without those headers, at the cost of a longer
+//! build and of OpenSSL fixes that need a rebuild. Neither is on by default,
+//! so the default build needs no OpenSSL. Without them, [`Config::set`]
+//! rejects `security.protocol=SASL_SSL` with librdkafka's reason "OpenSSL
+//! not available at build time".
+//!
+//! A wrong password or a broker certificate that `ssl.ca.location` does not
+//! verify fails the connection, and the client reports it as soon as the
+//! attempt fails, not at `message.timeout.ms`. The producer's and the
+//! consumer's `on_error` handlers receive it as [`ErrorCode::AUTHENTICATION`]
+//! or [`ErrorCode::SSL`], with librdkafka's reason in the message. Values of
+//! secret properties such as `sasl.password` are hidden in the `Debug`
+//! output and the errors of [`Config`], and librdkafka 2.12.1 redacts them
+//! in its configuration dump (`debug=conf`).
+//!
+//! ```no_run
+//! use rdkafka_hl::{Config, Producer};
+//!
+//! # let password = String::new();
+//! let config = Config::from_pairs([
+//!     ("bootstrap.servers", "127.0.0.1:9093"),
+//!     ("security.protocol", "SASL_SSL"),
+//!     ("sasl.mechanism", "SCRAM-SHA-512"),
+//!     ("sasl.username", "alice"),
+//!     ("sasl.password", password.as_str()),
+//!     ("ssl.ca.location", "/etc/kafka/ca.pem"),
+//! ])?;
+//! let producer = Producer::builder(config)
+//!     .on_error(|error| eprintln!("producer error: {error}"))
+//!     .build()?;
+//! # drop(producer);
+//! # Ok::<(), rdkafka_hl::Error>(())
+//! ```
 
 mod admin;
 mod completion;

@@ -144,8 +144,9 @@ impl ProducerBuilder {
     }
 
     /// Sets the handler of client errors that librdkafka reports outside
-    /// any send, such as all brokers being down or a fatal idempotence
-    /// error. It runs on the producer's event thread and must not block;
+    /// any send, such as a failed SASL authentication
+    /// ([`ErrorCode::AUTHENTICATION`]), all brokers being down or a fatal
+    /// idempotence error. It runs on the producer's event thread and must not block;
     /// a panic in it is caught and logged. Without a handler, these errors
     /// are logged through the `log` crate.
     pub fn on_error(mut self, handler: impl FnMut(&KafkaError) + Send + 'static) -> Self {

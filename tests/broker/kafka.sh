@@ -54,6 +54,9 @@ BROKER_LOG4J_CONFIG="$DATA_DIR/log4j2.properties"
 # The node count of the last start: absent for a single broker.
 NODES_FILE="$STATE_DIR/nodes"
 
+# Set by `start --sasl-ssl`.
+WANT_SASL_SSL=0
+
 APT_UPDATED=0
 LOCK_HELD=0
 
@@ -67,17 +70,23 @@ broker and controller in one process.
 
 Commands:
   fetch               Resolve the Kafka jars with Maven and cache the classpath.
-  start [--nodes N]   Start the broker, or a cluster of N nodes ($MIN_CLUSTER_NODES to $MAX_CLUSTER_NODES),
+  start [--nodes N] [--sasl-ssl]
+                      Start the broker, or a cluster of N nodes ($MIN_CLUSTER_NODES to $MAX_CLUSTER_NODES),
                       or reuse the one already running in the state
                       directory, and print the bootstrap address
                       (127.0.0.1:PORT, a comma-separated list for a cluster)
                       as the last line on stdout. N defaults to the node
                       count of the last start in the state directory, else 1.
+                      With --sasl-ssl (single broker only) the broker also
+                      gets a SASL_SSL listener with SCRAM-SHA-512 (see
+                      below); a running broker without one is restarted.
   stop                Stop the broker or every cluster node (SIGTERM, then
                       SIGKILL after ${STOP_TIMEOUT} s).
   status              Print whether the broker, or each cluster node, runs.
                       Exit status 0 if all run, 1 if not.
   address             Print the bootstrap address. Exit status 1 if no broker runs.
+  env                 Print the env file, for eval in a shell. Exit status 1
+                      if no broker or cluster runs.
   log [--node ID] [--tail N]
                       Print the broker log path, or its last N lines. For a
                       cluster: every node's log, or only node ID's.
@@ -114,10 +123,23 @@ Environment:
 Files in the state directory after start:
   bootstrap   the bootstrap address
   env         for sourcing in a shell: 'export KAFKA_BOOTSTRAP_SERVERS=...'
-              for a single broker; for a cluster, exports of
+              for a single broker, with --sasl-ssl also the variables
+              below; for a cluster, exports of
               KAFKA_CLUSTER_BOOTSTRAP_SERVERS and KAFKA_CLUSTER_STATE_DIR
   broker.log  broker output and Kafka's log4j2 log (node-ID/broker.log for
               cluster node ID)
+
+With --sasl-ssl, every fresh start generates a throwaway CA, a broker
+certificate for 127.0.0.1 and localhost signed by it, a second CA that
+signed nothing, and a random SCRAM-SHA-512 password, all in sasl-ssl/
+under the state directory. The env file then also exports:
+  KAFKA_SASL_SSL_BOOTSTRAP_SERVERS       the SASL_SSL listener (127.0.0.1:PORT)
+  KAFKA_SASL_SSL_CA_LOCATION             PEM file of the CA that signed the broker certificate
+  KAFKA_SASL_SSL_UNTRUSTED_CA_LOCATION   PEM file of the unrelated CA
+  KAFKA_SASL_MECHANISM                   SCRAM-SHA-512
+  KAFKA_SASL_USERNAME                    the user name
+  KAFKA_SASL_PASSWORD_FILE               file whose only line is the password
+sasl-ssl/client.properties configures Kafka's own tools for the listener.
 EOF
 }
 
@@ -410,6 +432,162 @@ show_log_tail() {
   fi
 }
 
+# --- SASL_SSL listener (start --sasl-ssl) -------------------------------------
+
+SASL_SSL_DIR="$STATE_DIR/sasl-ssl"
+SASL_SSL_ENV_FILE="$SASL_SSL_DIR/env"
+SASL_SSL_TOOLS_CONFIG="$SASL_SSL_DIR/client.properties"
+SASL_USERNAME=rdkafka-test
+# Validity of the throwaway certificates, in days. Every fresh start makes
+# new ones, so this only has to outlast one broker run.
+CERT_DAYS=30
+
+# Succeeds when the broker was started with --sasl-ssl.
+sasl_ssl_is_configured() {
+  grep -qF KAFKA_SASL_SSL_BOOTSTRAP_SERVERS "$ENV_FILE" 2>/dev/null
+}
+
+# Writes NAME.key and a self-signed CA certificate NAME.pem with common
+# name CN to the current directory.
+new_ca() {
+  local name="$1" cn="$2"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$name.key" -out "$name.pem" -days "$CERT_DAYS" -subj "/CN=$cn"
+}
+
+# Writes to SASL_SSL_DIR a random SCRAM password and keystore password, a
+# CA, a broker certificate for 127.0.0.1 and localhost signed by it in a
+# PKCS#12 keystore, and a second CA that signed nothing. The files are
+# readable by their owner only, and the private keys outside the keystore
+# are deleted.
+generate_sasl_ssl_material() {
+  command -v openssl >/dev/null 2>&1 || install_packages openssl openssl
+  rm -rf "$SASL_SSL_DIR"
+  mkdir -m 700 "$SASL_SSL_DIR"
+
+  if ! (
+    set -e
+    umask 077
+    cd "$SASL_SSL_DIR"
+    # Hex keeps the passwords free of the characters that the --add-scram
+    # syntax and JAAS quoting treat specially.
+    openssl rand -hex 24 >password
+    openssl rand -hex 24 >keystore-password
+    new_ca ca "rdkafka-rs test CA"
+    new_ca untrusted-ca "rdkafka-rs untrusted test CA"
+
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf '%s\n' \
+      'basicConstraints = critical, CA:FALSE' \
+      'keyUsage = critical, digitalSignature' \
+      'extendedKeyUsage = serverAuth' \
+      'subjectAltName = IP:127.0.0.1, DNS:localhost' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key \
+      -set_serial "0x$(openssl rand -hex 16)" -days "$CERT_DAYS" -extfile broker.ext -out broker.pem
+    openssl pkcs12 -export -name broker -in broker.pem -inkey broker.key -certfile ca.pem \
+      -out broker.p12 -passout file:keystore-password
+    rm -f ca.key untrusted-ca.key broker.key broker.csr broker.ext
+  ) >>"$LOG_FILE" 2>&1; then
+    show_log_tail
+    die "generating the TLS material in $SASL_SSL_DIR with openssl failed (log above)."
+  fi
+}
+
+# Adds a SASL_SSL listener on PORT to server.properties: TLS with the
+# generated keystore, and SCRAM-SHA-512 as the only SASL mechanism.
+write_sasl_ssl_config() {
+  local port="$1" keystore_password
+  keystore_password=$(cat "$SASL_SSL_DIR/keystore-password")
+
+  sed -i -e "s|^listeners=.*|&,SASL_SSL://127.0.0.1:$port|" \
+    -e "s|^advertised\.listeners=.*|&,SASL_SSL://127.0.0.1:$port|" \
+    -e "s|^listener\.security\.protocol\.map=.*|&,SASL_SSL:SASL_SSL|" "$SERVER_PROPERTIES"
+  [[ $(grep -c 'SASL_SSL' "$SERVER_PROPERTIES") -eq 3 ]] \
+    || die "adding the SASL_SSL listener to $SERVER_PROPERTIES failed: its listener lines have an unexpected form."
+
+  # The file is about to contain the keystore password.
+  chmod 600 "$SERVER_PROPERTIES"
+  cat >>"$SERVER_PROPERTIES" <<EOF
+
+# SASL_SSL listener: TLS with a throwaway certificate, SCRAM-SHA-512 only.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$SASL_SSL_DIR/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$keystore_password
+EOF
+}
+
+# Writes the configuration of Kafka's tools for the SASL_SSL listener at
+# ADDRESS, and the variables that start appends to the env file.
+write_sasl_ssl_client_files() {
+  local address="$1" password
+  password=$(cat "$SASL_SSL_DIR/password")
+
+  (
+    umask 077
+    cat >"$SASL_SSL_TOOLS_CONFIG" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$SASL_USERNAME" password="$password";
+ssl.truststore.type=PEM
+ssl.truststore.location=$SASL_SSL_DIR/ca.pem
+EOF
+    cat "$TOOLS_CLIENT_CONFIG" >>"$SASL_SSL_TOOLS_CONFIG"
+  )
+
+  {
+    echo "export KAFKA_SASL_SSL_BOOTSTRAP_SERVERS=$address"
+    printf 'export KAFKA_SASL_SSL_CA_LOCATION=%q\n' "$SASL_SSL_DIR/ca.pem"
+    printf 'export KAFKA_SASL_SSL_UNTRUSTED_CA_LOCATION=%q\n' "$SASL_SSL_DIR/untrusted-ca.pem"
+    echo "export KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+    echo "export KAFKA_SASL_USERNAME=$SASL_USERNAME"
+    printf 'export KAFKA_SASL_PASSWORD_FILE=%q\n' "$SASL_SSL_DIR/password"
+  } >"$SASL_SSL_ENV_FILE"
+}
+
+# Prepares a SASL_SSL listener on PORT for the broker that start_fresh_broker
+# is about to format and start: the TLS material, the listener's config, the
+# client files, and the SCRAM credential, which `StorageTool format` writes
+# into the new metadata log (through FORMAT_ARGS). Sets SASL_SSL_ADDRESS.
+setup_sasl_ssl() {
+  local port="$1" password
+  SASL_SSL_ADDRESS="127.0.0.1:$port"
+  generate_sasl_ssl_material
+  write_sasl_ssl_config "$port"
+  write_sasl_ssl_client_files "$SASL_SSL_ADDRESS"
+
+  # NOTE: the password is on the command line of the short-lived format
+  # tool, where other local users can read it. It is a throwaway test
+  # password, so this is accepted.
+  password=$(cat "$SASL_SSL_DIR/password")
+  FORMAT_ARGS+=(--add-scram "SCRAM-SHA-512=[name=$SASL_USERNAME,password=$password]")
+}
+
+# Waits until the SASL_SSL listener returns metadata to a client that
+# authenticates with the generated credential and trusts the generated CA.
+# Gives up at DEADLINE (a value of $SECONDS), then stops the broker and exits.
+wait_for_sasl_ssl() {
+  local deadline="$1" output=""
+  set_tool_java
+  log "waiting for the SASL_SSL listener on $SASL_SSL_ADDRESS to return metadata to SCRAM user $SASL_USERNAME"
+  while true; do
+    if output=$(timeout 30 "${TOOL_JAVA[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
+      --bootstrap-server "$SASL_SSL_ADDRESS" --command-config "$SASL_SSL_TOOLS_CONFIG" 2>&1) \
+      && grep -qF "$SASL_SSL_ADDRESS (id: 1 " <<<"$output"; then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "$output" >&2
+      show_log_tail
+      stop_broker
+      die "timed out waiting for the SASL_SSL listener at $SASL_SSL_ADDRESS to return metadata to SCRAM user $SASL_USERNAME (last probe output and broker log above). The broker was stopped."
+    fi
+    sleep 1
+  done
+}
+
 # Sends SIGTERM to the broker, waits up to STOP_TIMEOUT seconds for it to
 # exit, then sends SIGKILL. Removes the pid, bootstrap and env files.
 stop_broker() {
@@ -437,6 +615,7 @@ stop_broker() {
     log "broker stopped"
   fi
   rm -f "$PID_FILE" "$BOOTSTRAP_FILE" "$ENV_FILE"
+  rm -rf "$SASL_SSL_DIR"
 }
 
 # Holds an exclusive lock on the state directory for the rest of the script,
@@ -454,12 +633,14 @@ take_lock() {
 start() {
   take_lock
 
-  if broker_is_serving; then
+  if broker_is_serving && { ((!WANT_SASL_SSL)) || sasl_ssl_is_configured; }; then
     log "broker already running (pid $(broker_pid))"
     bootstrap_address
     return 0
   fi
-  if broker_pid >/dev/null; then
+  if broker_is_serving; then
+    log "broker (pid $(broker_pid)) runs without a SASL_SSL listener, restarting it with one"
+  elif broker_pid >/dev/null; then
     log "broker process (pid $(broker_pid)) runs but its listener does not answer, restarting it"
   fi
   stop_broker
@@ -521,11 +702,17 @@ start_fresh_broker() {
   fi
 
   local ports broker_port controller_port address
-  ports=$(pick_free_ports)
+  ports=$(pick_free_ports 3)
   broker_port=$(sed -n 1p <<<"$ports")
   controller_port=$(sed -n 2p <<<"$ports")
   address="127.0.0.1:$broker_port"
   write_broker_config "$broker_port" "$controller_port"
+
+  # Extra arguments of `StorageTool format`.
+  FORMAT_ARGS=()
+  if ((WANT_SASL_SSL)); then
+    setup_sasl_ssl "$(sed -n 3p <<<"$ports")"
+  fi
 
   local cluster_id
   cluster_id=$(run_java_class kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE") \
@@ -533,7 +720,7 @@ start_fresh_broker() {
   # --standalone writes a bootstrap checkpoint that makes this node the only
   # voter of a dynamic KRaft quorum.
   if ! run_java_class kafka.tools.StorageTool format --config "$SERVER_PROPERTIES" \
-    --cluster-id "$cluster_id" --standalone >>"$LOG_FILE" 2>&1; then
+    --cluster-id "$cluster_id" --standalone "${FORMAT_ARGS[@]}" >>"$LOG_FILE" 2>&1; then
     show_log_tail
     die "formatting the KRaft storage in $DATA_DIR/kraft-logs failed (log above)."
   fi
@@ -576,8 +763,15 @@ start_fresh_broker() {
     sleep 1
   done
 
+  if ((WANT_SASL_SSL)); then
+    wait_for_sasl_ssl "$deadline"
+  fi
+
   echo "$address" >"$BOOTSTRAP_FILE"
   echo "export KAFKA_BOOTSTRAP_SERVERS=$address" >"$ENV_FILE"
+  if ((WANT_SASL_SSL)); then
+    cat "$SASL_SSL_ENV_FILE" >>"$ENV_FILE"
+  fi
   log "broker ready on $address (pid $(broker_pid), about ${SECONDS} s after this command started)"
   echo "$address"
   BROKER_STARTED=1
@@ -594,12 +788,16 @@ start_command() {
         shift
         ;;
       --nodes=*) count="${1#--nodes=}" ;;
-      *) die "invalid argument for 'start': '$1'. Expected nothing or '--nodes N'." ;;
+      --sasl-ssl) WANT_SASL_SSL=1 ;;
+      *) die "invalid argument for 'start': '$1'. Expected nothing, '--nodes N' or '--sasl-ssl'." ;;
     esac
     shift
   done
   count="${count:-$NODE_COUNT}"
   check_node_count "$count"
+  if ((count > 1 && WANT_SASL_SSL)); then
+    die "'start --sasl-ssl' works with a single broker only, not with --nodes $count."
+  fi
 
   take_lock
   if ((count > 1)); then
@@ -643,6 +841,15 @@ status() {
 address() {
   if broker_is_serving; then
     bootstrap_address
+    return 0
+  fi
+  log "no broker running"
+  return 1
+}
+
+show_env() {
+  if broker_is_serving && [[ -s "$ENV_FILE" ]]; then
+    cat "$ENV_FILE"
     return 0
   fi
   log "no broker running"
@@ -699,6 +906,17 @@ main() {
         cluster_address
       else
         address
+      fi
+      ;;
+    env)
+      if ((NODE_COUNT > 1)); then
+        if ! cluster_status >/dev/null || [[ ! -s "$ENV_FILE" ]]; then
+          log "no cluster running"
+          exit 1
+        fi
+        cat "$ENV_FILE"
+      else
+        show_env
       fi
       ;;
     log)

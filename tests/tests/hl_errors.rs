@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka_e2e::{drop_within, unique_name, Target, WAIT_TIMEOUT};
 use rdkafka_hl::{
-    Config, Consumer, DeliveryFuture, Error, ErrorCode, Producer, Record, TopicPartitionOffset,
+    Config, Consumer, DeliveryFuture, Error, ErrorCode, KafkaError, Producer, Record, TopicPartitionOffset,
 };
+use rdkafka_ll as ll;
 
 const UNREACHABLE_BROKER: &str = "127.0.0.1:1";
 
@@ -282,4 +283,83 @@ fn consumer_dropped_by_commit_waker() {
         "the second commit did not resolve within {bound:?} after the consumer was dropped by a waker"
     );
     assert!(elapsed < bound, "the second commit took {elapsed:?} to resolve");
+}
+
+/// Creates a consumer on the unreachable broker, subscribed to the topic
+/// `unreachable`, whose client errors go to `handler`.
+fn unreachable_consumer_with_handler(handler: impl FnMut(&KafkaError) + Send + 'static) -> Consumer {
+    let config = set(unreachable_config(), "group.id", &unique_name("hl-on-error"));
+    let mut consumer = Consumer::builder(config)
+        .on_error(handler)
+        .build()
+        .unwrap_or_else(|error| panic!("failed to create a consumer with an error handler: {error}"));
+    consumer.set_close_timeout(Duration::from_millis(500));
+    consumer
+        .subscribe(&["unreachable"])
+        .unwrap_or_else(|error| panic!("subscribe failed: {error}"));
+    consumer
+}
+
+/// Checks that a client error that no message carries, here a refused
+/// connection, reaches the consumer's error handler on the polling thread.
+/// Without a handler, such errors, a failed authentication among them, are
+/// only logged.
+#[test]
+fn consumer_on_error_reports_unreachable() {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let consumer = unreachable_consumer_with_handler(move |error| {
+        let thread = std::thread::current().id();
+        // The receiver is gone only when the test already ended.
+        let _ = sender.send((error.clone(), thread));
+    });
+
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let (error, thread) = loop {
+        assert!(
+            started.elapsed() < WAIT_TIMEOUT,
+            "timed out after {WAIT_TIMEOUT:?} waiting for a _TRANSPORT or _ALL_BROKERS_DOWN error in the handler; it received {received:?}"
+        );
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            panic!("poll with no reachable broker returned {:?}", result.map(|message| message.detach()));
+        }
+        if let Ok((error, thread)) = receiver.try_recv() {
+            let code = error.code.raw();
+            if code == ll::RD_KAFKA_RESP_ERR__TRANSPORT || code == ll::RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN {
+                break (error, thread);
+            }
+            received.push(error);
+        }
+    };
+
+    assert_eq!(thread, std::thread::current().id(), "the handler of {error} ran on another thread than the poll");
+    assert!(!error.fatal, "the connection error is marked fatal: {error}");
+    assert!(error.message.contains(UNREACHABLE_BROKER), "the error names the broker: {error}");
+}
+
+/// Gives the consumer an error handler that panics on every call. The
+/// panic must stay inside the poll, and the handler must be called again
+/// for the next error.
+#[test]
+fn consumer_on_error_panic_caught() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler_calls = std::sync::Arc::clone(&calls);
+    let consumer = unreachable_consumer_with_handler(move |error| {
+        handler_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("the error handler panics on purpose on {error}");
+    });
+
+    // A refused connection is reported as _TRANSPORT and then as
+    // _ALL_BROKERS_DOWN, so the handler is called at least twice.
+    let started = Instant::now();
+    while calls.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < WAIT_TIMEOUT,
+            "timed out after {WAIT_TIMEOUT:?} waiting for a second call of the panicking handler; it was called {} times",
+            calls.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            panic!("poll with no reachable broker returned {:?}", result.map(|message| message.detach()));
+        }
+    }
 }

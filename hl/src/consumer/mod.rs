@@ -9,6 +9,7 @@
 //! (the same pairing as the producer's deliveries).
 
 mod assignment;
+mod client_errors;
 mod offsets;
 mod rebalance;
 mod stream;
@@ -33,6 +34,7 @@ pub use assignment::{ConsumerGroupMetadata, RebalanceProtocol};
 pub use rebalance::RebalanceListener;
 pub use stream::{Messages, Recv};
 
+use client_errors::{ErrorHandler, ErrorSlot};
 use rebalance::{PollGuard, RebalanceSlot};
 use stream::WakerHub;
 
@@ -47,6 +49,7 @@ pub struct ConsumerBuilder {
     config: Config,
     close_timeout: Duration,
     listener: Option<Box<dyn RebalanceListener>>,
+    on_error: Option<ErrorHandler>,
 }
 
 impl ConsumerBuilder {
@@ -65,6 +68,21 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Sets the handler of client errors that librdkafka reports outside
+    /// any message, such as a failed SASL authentication
+    /// ([`ErrorCode::AUTHENTICATION`]), a broker certificate that does not
+    /// verify ([`ErrorCode::SSL`]) or all brokers being down.
+    ///
+    /// librdkafka queues these errors with the messages, so the handler
+    /// runs inside [`poll`](Consumer::poll) or [`recv`](Consumer::recv), on
+    /// the polling thread, and only while the consumer is polled. It must
+    /// not block; a panic in it is caught and logged. Without a handler,
+    /// librdkafka logs these errors, and the `log` crate receives the lines.
+    pub fn on_error(mut self, handler: impl FnMut(&KafkaError) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(handler));
+        self
+    }
+
     /// Creates the consumer. The configuration must set `group.id`.
     ///
     /// # Errors
@@ -76,6 +94,9 @@ impl ConsumerBuilder {
         config.set_in_place("log.queue", "true")?;
         let conf = config.into_native();
         rebalance::install(&conf);
+        if self.on_error.is_some() {
+            client_errors::install(&conf);
+        }
 
         let client = NativeClient::new(ll::RD_KAFKA_CONSUMER, conf)
             .map(Arc::new)
@@ -116,6 +137,7 @@ impl ConsumerBuilder {
             close_timeout: self.close_timeout,
             closed: false,
             listener: RebalanceSlot::new(self.listener),
+            errors: ErrorSlot::new(self.on_error),
             wakers,
             messages,
             queue,
@@ -167,6 +189,7 @@ pub struct Consumer {
     close_timeout: Duration,
     closed: bool,
     listener: RebalanceSlot,
+    errors: ErrorSlot,
     wakers: WakerHub,
     messages: NativeQueue,
     queue: Arc<NativeQueue>,
@@ -191,6 +214,7 @@ impl Consumer {
             config,
             close_timeout: DEFAULT_CONSUMER_CLOSE_TIMEOUT,
             listener: None,
+            on_error: None,
         }
     }
 

@@ -103,6 +103,22 @@ impl Drop for PollGuard {
     }
 }
 
+/// Returns the consumer of `client` whose poll runs on this thread, if
+/// any, for the callbacks that librdkafka calls from inside that poll.
+///
+/// # Safety
+///
+/// The caller must be such a callback and must not keep the reference
+/// beyond its own return.
+pub(super) unsafe fn polling_consumer<'a>(client: *mut ll::rd_kafka_t) -> Option<&'a Consumer> {
+    let consumer = POLLING.with(Cell::get);
+    // SAFETY: a non-NULL pointer was set by a PollGuard that is alive on
+    // this thread's stack, around the poll that runs the calling callback,
+    // so the consumer outlives that call. It is used only when it owns
+    // `client`.
+    unsafe { consumer.as_ref() }.filter(|consumer| consumer.client_ptr() == client)
+}
+
 /// Makes librdkafka call [`rebalance_callback`] for every rebalance.
 pub(super) fn install(conf: &NativeConf) {
     // SAFETY: the conf is valid; the callback is a plain function.
@@ -118,12 +134,9 @@ unsafe extern "C" fn rebalance_callback(
     _opaque: *mut c_void,
 ) {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let consumer = POLLING.with(Cell::get);
-        // SAFETY: a non-NULL pointer was set by a PollGuard that is alive
-        // on this thread's stack, around the poll that runs this callback,
-        // so the consumer outlives this call. It is used only when it owns
-        // `client`.
-        let consumer = unsafe { consumer.as_ref() }.filter(|consumer| consumer.client_ptr() == client);
+        // SAFETY: librdkafka runs this callback inside a poll of `client`,
+        // and the reference is not kept beyond it.
+        let consumer = unsafe { polling_consumer(client) };
         apply(client, consumer, code, partitions);
     }));
     if outcome.is_err() {
