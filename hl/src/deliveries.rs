@@ -781,8 +781,11 @@ fn take_ready(table: &mut Table, index: usize) -> (Result<Delivery, DeliveryErro
 /// later [`Producer::send`](crate::Producer::send) on a sending thread, so
 /// a waker may be woken on either: with the delivery,
 /// with a [`DeliveryError`] when the message failed or was purged, or with
-/// [`Error::Closed`] when the producer was dropped first. It never stays
-/// pending forever. Wait on it with [`wait`](Self::wait) or
+/// [`Error::Closed`] when the producer was dropped first. It stays pending
+/// no longer than `message.timeout.ms` plus the time to report; with
+/// `message.timeout.ms=0`, which librdkafka reads as no limit, an
+/// undelivered message keeps it pending until the producer is dropped.
+/// Wait on it with [`wait`](Self::wait) or
 /// [`wait_timeout`](Self::wait_timeout), check it with
 /// [`is_ready`](Self::is_ready), or `.await` it on any executor.
 ///
@@ -818,9 +821,10 @@ impl DeliveryFuture {
 
     /// Blocks until the delivery report arrives.
     ///
-    /// On the producer's own event thread (in a waker), where the report
-    /// can never arrive while this waits, it returns
-    /// [`Error::OnEventThread`] unless the report is already there.
+    /// On the producer's own event thread (in a waker), it returns
+    /// [`Error::OnEventThread`] unless the report is already there:
+    /// blocking that thread would hold up every report that no sending
+    /// thread happens to serve, possibly this one too.
     pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
         if self.table().on_event_thread() && !self.table().is_ready(self.id) {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
@@ -837,7 +841,15 @@ impl DeliveryFuture {
     /// Blocks until the delivery report arrives, or returns
     /// [`Error::TimedOut`] after `timeout`. The message may still be
     /// delivered after a timeout.
+    ///
+    /// On the producer's own event thread it returns
+    /// [`Error::OnEventThread`] unless the report is already there, as
+    /// [`wait`](Self::wait) does.
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Delivery, DeliveryError> {
+        if self.table().on_event_thread() && !self.table().is_ready(self.id) {
+            return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
+        }
+
         let (result, last) = self.table().wait_slot(self.id, Some(timeout));
         match result {
             Some(result) => {

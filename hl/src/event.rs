@@ -21,6 +21,11 @@ const POLL_INTERVAL_MS: i32 = 1000;
 /// How many queued events the thread still serves once asked to stop.
 const MAX_EVENTS_AFTER_STOP: usize = 10_000;
 
+/// How long one poll of an assisted queue blocks, in milliseconds: the
+/// bound on how late a deferred event is handled if another thread's
+/// poll cleared the wake-up meant for this one.
+const ASSISTED_POLL_INTERVAL_MS: i32 = 100;
+
 /// How long the thread leaves its queue to other threads after they
 /// served it (see [`Assist`]).
 const ASSIST_BACKOFF: Duration = Duration::from_millis(1);
@@ -51,10 +56,10 @@ impl Assist {
         self.rounds.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Passes an event to the event thread, and wakes it.
-    pub(crate) fn defer(&self, event: NativeEvent, queue: &NativeQueue) {
+    /// Passes an event to the event thread. The caller wakes the thread
+    /// once it stops polling the queue itself.
+    pub(crate) fn defer(&self, event: NativeEvent) {
         self.deferred.lock().push(event);
-        queue.wake();
     }
 
     fn take_deferred(&self) -> Vec<NativeEvent> {
@@ -129,7 +134,8 @@ impl EventThread {
                             continue;
                         }
                     }
-                    if let Some(event) = queue.poll(POLL_INTERVAL_MS) {
+                    let interval = if assist.is_some() { ASSISTED_POLL_INTERVAL_MS } else { POLL_INTERVAL_MS };
+                    if let Some(event) = queue.poll(interval) {
                         handle(event);
                     }
                 }

@@ -179,7 +179,10 @@ impl ProducerBuilder {
 
         let deliveries = DeliveryTable::try_new().ok_or_else(|| Error::ClientCreation {
             kind: "producer",
-            reason: format!("{} producers exist already, the most one process can hold", crate::table_registry::CAPACITY),
+            reason: format!(
+                "{} producers, or delivery futures of dropped producers, exist already: the most one process can hold",
+                crate::table_registry::CAPACITY
+            ),
         })?;
         let mut handler = EventHandler {
             deliveries: Arc::clone(&deliveries),
@@ -354,13 +357,20 @@ impl Producer {
         }
         self.assist.record_round();
 
+        let mut deferred = false;
         for _ in 0..EVENTS_PER_ASSIST {
             let Some(event) = self.queue.poll(0) else { break };
             if event.event_type() != ll::RD_KAFKA_EVENT_DR {
-                self.assist.defer(event, &self.queue);
+                self.assist.defer(event);
+                deferred = true;
                 continue;
             }
             REPORTS.with(|reports| apply_reports(&self.deliveries, event, &mut reports.borrow_mut()));
+        }
+        // Woken only after this thread's last poll, which would clear the
+        // wake-up if the queue was empty (librdkafka 2.12.1).
+        if deferred {
+            self.queue.wake();
         }
         ASSISTING.with(|assisting| assisting.set(false));
     }
@@ -370,7 +380,8 @@ impl Producer {
     /// is held while waiting.
     ///
     /// On the producer's own event thread (in a waker), it does not wait,
-    /// because only that thread frees room.
+    /// because blocking that thread would hold up the reports that free
+    /// room.
     ///
     /// # Errors
     ///

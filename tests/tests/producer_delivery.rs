@@ -785,6 +785,72 @@ fn waker_reenters_producer() {
     );
 }
 
+/// A waker that sends a record and waits for its delivery with a timeout.
+struct WaitingWaker {
+    producer: Arc<Producer>,
+    topic: String,
+    report: Mutex<Option<mpsc::Sender<(Option<String>, Result<i64, String>, Duration)>>>,
+}
+
+impl Wake for WaitingWaker {
+    fn wake(self: Arc<Self>) {
+        let Some(sender) = self.report.lock().expect("the report lock is not poisoned").take() else {
+            return;
+        };
+        let thread_name = thread::current().name().map(str::to_owned);
+        let started = Instant::now();
+        let result = match self.producer.send(Record::to(&self.topic).value("inner")) {
+            Ok(future) => future
+                .wait_timeout(REENTRY_SEND_WAIT_TIMEOUT)
+                .map(|delivery| delivery.offset)
+                .map_err(|error| format!("{:?}", error.error)),
+            Err(error) => Err(format!("send failed: {error}")),
+        };
+        // The receiver is gone only when the test already failed.
+        let _ = sender.send((thread_name, result, started.elapsed()));
+    }
+}
+
+/// A waker on the event thread that waits for a report with a timeout
+/// must get `OnEventThread` at once, as `wait` does: blocking that thread
+/// would hold up every report of the producer for the whole timeout.
+#[test]
+fn waker_wait_timeout_refused() {
+    let target = Target::mock();
+    let topic = target.create_topic("producer-waker-wait", 1);
+    // linger.ms keeps the waker's own record from being delivered while
+    // the waker runs.
+    let producer = Arc::new(new_producer(set(target.config(), "linger.ms", "200")));
+    let (sender, receiver) = mpsc::channel();
+    let waker = Waker::from(Arc::new(WaitingWaker {
+        producer: Arc::clone(&producer),
+        topic: topic.clone(),
+        report: Mutex::new(Some(sender)),
+    }));
+
+    let mut outer = producer
+        .send(Record::to(&topic).value("outer"))
+        .unwrap_or_else(|error| panic!("send of the outer record failed: {error}"));
+    assert!(
+        Pin::new(&mut outer).poll(&mut Context::from_waker(&waker)).is_pending(),
+        "the outer delivery resolved before linger.ms passed"
+    );
+    let (thread_name, result, elapsed) = receiver
+        .recv_timeout(WAIT_TIMEOUT)
+        .unwrap_or_else(|_| panic!("timed out after {WAIT_TIMEOUT:?} waiting for the waker to run"));
+
+    assert_eq!(thread_name.as_deref(), Some(EVENT_THREAD_NAME), "thread that ran the waker");
+    assert!(
+        matches!(&result, Err(error) if error.contains("OnEventThread")),
+        "wait_timeout on the event thread returned {result:?}, expected Error::OnEventThread"
+    );
+    assert!(elapsed < PROMPT, "wait_timeout on the event thread took {elapsed:?}, expected it to return at once");
+    let delivery = outer
+        .wait_timeout(WAIT_TIMEOUT)
+        .unwrap_or_else(|error| panic!("delivery of the outer record failed: {error}"));
+    assert_eq!(delivery.offset, 0, "offset of the outer record");
+}
+
 /// What a [`DroppingWaker`] saw when it ran.
 struct DropReport {
     thread_name: Option<String>,
