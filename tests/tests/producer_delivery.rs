@@ -785,11 +785,15 @@ fn waker_reenters_producer() {
     );
 }
 
+/// What a [`WaitingWaker`] saw: its thread's name, the offset or error of
+/// its wait, and how long the wait took.
+type WaitReport = (Option<String>, Result<i64, String>, Duration);
+
 /// A waker that sends a record and waits for its delivery with a timeout.
 struct WaitingWaker {
     producer: Arc<Producer>,
     topic: String,
-    report: Mutex<Option<mpsc::Sender<(Option<String>, Result<i64, String>, Duration)>>>,
+    report: Mutex<Option<mpsc::Sender<WaitReport>>>,
 }
 
 impl Wake for WaitingWaker {
