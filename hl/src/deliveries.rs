@@ -53,7 +53,7 @@ pub struct Delivery {
     /// stored at an unknown offset.
     ///
     /// The unknown offset happens with `enable.idempotence=true`: when the
-    /// broker answers a retried batch with `DUPLICATE_SEQUENCE_NUMBER`,
+    /// broker responds to a retried batch with `DUPLICATE_SEQUENCE_NUMBER`,
     /// librdkafka 2.12.1 counts its messages as delivered without an
     /// offset. The failover tests saw it in one run of eight, across a
     /// broker restart.
