@@ -344,7 +344,7 @@ impl DeliveryTable {
     /// Creates a table for a test.
     #[cfg(test)]
     pub(crate) fn new() -> Arc<Self> {
-        Self::try_new().expect("more delivery tables than the registry holds")
+        Self::try_new().expect("the delivery table registry is full")
     }
 
     /// Takes a slot for a send to the topic with index `topic` and returns
@@ -389,9 +389,9 @@ impl DeliveryTable {
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
     /// payloads it held.
     ///
-    /// When the producer's close ran since `register`, the close resolved
-    /// the send and retained its payloads, so none come back; the slot is
-    /// freed all the same.
+    /// When the producer's close ran since `register`, it resolved the send
+    /// and retained its payloads, so none come back. The slot is freed in
+    /// either case.
     pub(crate) fn unregister(&self, id: u64) -> Option<Box<Payloads>> {
         let mut table = self.table.lock();
         let (index, payloads, waker) = match table.owned(id) {
@@ -673,7 +673,7 @@ struct Released {
     last: LastReference,
 }
 
-/// A resolved slot for a delivered send.
+/// Builds the resolved slot of a delivered send.
 fn delivered(word: u32, outcome: Outcome) -> Slot {
     let (kind, stamp) = match outcome.timestamp {
         Timestamp::NotAvailable => (STAMP_NONE, 0),
@@ -689,7 +689,7 @@ fn delivered(word: u32, outcome: Outcome) -> Slot {
     }
 }
 
-/// A resolved slot for a failed send, keeping its payloads reference.
+/// Builds the resolved slot of a failed send, keeping its payloads reference.
 fn failed(slot: Slot, code: i32) -> Slot {
     Slot {
         first: i64::from(code),
@@ -777,14 +777,18 @@ fn take_ready(table: &mut Table, index: usize) -> (Result<Delivery, DeliveryErro
 
 /// The pending result of [`Producer::send`](crate::Producer::send).
 ///
-/// The producer resolves it exactly once, on its event thread or inside a
-/// later [`Producer::send`](crate::Producer::send) on a sending thread, so
-/// a waker may be woken on either: with the delivery,
-/// with a [`DeliveryError`] when the message failed or was purged, or with
-/// [`Error::Closed`] when the producer was dropped first. It stays pending
-/// no longer than `message.timeout.ms` plus the time to report; with
-/// `message.timeout.ms=0`, which librdkafka reads as no limit, an
-/// undelivered message keeps it pending until the producer is dropped.
+/// The producer resolves it exactly once: with the delivery, with a
+/// [`DeliveryError`] when the message failed or was purged, or with
+/// [`Error::Closed`] when the producer was dropped first. That happens on
+/// the producer's event thread or inside a later
+/// [`Producer::send`](crate::Producer::send) on a sending thread, so a
+/// waker may be woken on either.
+///
+/// It stays pending no longer than `message.timeout.ms` plus the time to
+/// report. With `message.timeout.ms=0`, which librdkafka reads as no
+/// limit, an undelivered message keeps it pending until the producer is
+/// dropped.
+///
 /// Wait on it with [`wait`](Self::wait) or
 /// [`wait_timeout`](Self::wait_timeout), check it with
 /// [`is_ready`](Self::is_ready), or `.await` it on any executor.
@@ -819,6 +823,12 @@ impl DeliveryFuture {
         unsafe { &*table }
     }
 
+    /// Returns whether waiting would block the producer's event thread: the
+    /// caller runs on it and the report has not arrived.
+    fn would_block_event_thread(&self) -> bool {
+        self.table().on_event_thread() && !self.table().is_ready(self.id)
+    }
+
     /// Blocks until the delivery report arrives.
     ///
     /// On the producer's own event thread (in a waker), it returns
@@ -826,7 +836,7 @@ impl DeliveryFuture {
     /// blocking that thread would hold up every report that no sending
     /// thread happens to serve, possibly this one too.
     pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
-        if self.table().on_event_thread() && !self.table().is_ready(self.id) {
+        if self.would_block_event_thread() {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
         }
 
@@ -846,7 +856,7 @@ impl DeliveryFuture {
     /// [`Error::OnEventThread`] unless the report is already there, as
     /// [`wait`](Self::wait) does.
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Delivery, DeliveryError> {
-        if self.table().on_event_thread() && !self.table().is_ready(self.id) {
+        if self.would_block_event_thread() {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
         }
 

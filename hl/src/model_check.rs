@@ -11,9 +11,10 @@
 //! names.
 //!
 //! Both the [`Pending`] table (with [`Completion`] and [`KafkaFuture`])
-//! and the [`DeliveryTable`] (with [`DeliveryFuture`]) are checked for a
-//! sender registering while the event thread drains, a result racing the
-//! drop of its future, shutdown racing a send, and two senders at once.
+//! and the [`DeliveryTable`] (with [`DeliveryFuture`]) are checked for
+//! four races. A sender registers while the event thread drains, a result
+//! races the drop of its future, shutdown races a send, and two senders
+//! run at once.
 //! The delivery table is also checked for a failed produce racing
 //! shutdown, a sender waiting for progress while the queue is full, a
 //! sending thread applying reports beside the event thread, and futures
@@ -669,8 +670,8 @@ enum Sent {
 ///
 /// When the close runs between a failed send's `register` and
 /// `unregister`, the close has already retained the payload, so the send
-/// gets none back; it is still dropped exactly once, and the slot is
-/// freed.
+/// gets none back. The payload is still dropped exactly once, and the slot
+/// is freed.
 fn delivery_shutdown_model(timeout: Duration, produce_fails: bool) {
     let table = DeliveryTable::new();
     let queue = EventQueue::new();

@@ -54,10 +54,10 @@ const QUEUE_SPACE_RECHECK: Duration = Duration::from_millis(50);
 /// reports itself (see [`Assist`]).
 const SENDS_PER_ASSIST: u32 = 256;
 
-/// How many events one such round handles at most. A delivery-report
-/// event reports at least one message, so a round that may take twice as
-/// many events as the sends since the last round keeps up with the
-/// reports even while the event thread backs off; logs count too.
+/// How many events one such round handles at most, logs included. A
+/// delivery-report event covers at least one message, so a round that may
+/// take twice as many events as there were sends since the last round
+/// keeps up with the reports while the event thread backs off.
 const EVENTS_PER_ASSIST: usize = 2 * SENDS_PER_ASSIST as usize;
 
 thread_local! {

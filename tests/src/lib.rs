@@ -62,8 +62,8 @@ pub fn real_broker() -> Option<String> {
 /// Returns the trimmed value of the environment variable `var`, which a
 /// test needs for `what`. When it is unset or empty, this panics if `CI` is
 /// set to a non-empty value, and otherwise writes a notice to stderr and
-/// returns `None`. `how_to_set` tells the reader how to start what is
-/// missing and set the variable.
+/// returns `None`. `how_to_set` explains how to start the missing
+/// service and set the variable.
 #[track_caller]
 pub(crate) fn required_env(var: &str, what: &str, how_to_set: &str) -> Option<String> {
     let value = std::env::var(var).unwrap_or_default();

@@ -210,10 +210,10 @@ fn seek_replays(target: &Target) {
     consumer
         .seek_to_end(&partition, CALL_TIMEOUT)
         .unwrap_or_else(|error| panic!("seek_to_end failed: {error}"));
-    // librdkafka resolves the logical end offset with a request of its own
-    // after the seek returns; a message sent before that request is
-    // answered would be skipped. Two seconds leave room for a loaded
-    // machine, where 500 ms once proved too short.
+    // librdkafka looks the end offset up with a request of its own after
+    // the seek returns, so a message sent before the response arrives is
+    // skipped. Two seconds leave room for a loaded machine, where 500 ms
+    // once proved too short.
     expect_none(&consumer, Duration::from_secs(2), "the consumer after seek_to_end");
     numbered::send(&producer, &topic, Some(0), [30]);
     assert_eq!(
