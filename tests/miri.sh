@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs rdkafka-hl's unit tests of the code without FFI under Miri, which
 # reports undefined behaviour and data races: the pairing core (pending,
-# completion, deliveries), timeout conversion, payloads, records and
+# completion, deliveries and their storage), timeout conversion, payloads, records and
 # serializers. Miri cannot call librdkafka, so the other modules' tests are
 # left out by name. Tests in these modules that call librdkafka are marked
 # `#[cfg_attr(miri, ignore)]` or skipped by name below. Builds in
@@ -21,7 +21,7 @@ cargo +nightly miri setup
 # unless provenance checks are permissive.
 export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-permissive-provenance"
 
-modules=(pending:: completion:: deliveries:: error:: payload:: record:: serialize:: table_registry::)
+modules=(pending:: completion:: deliveries:: error:: payload:: record:: segments:: serialize:: table_registry:: topic_names::)
 # A failed delivery's error reads librdkafka's table of error names.
 skipped=(--skip deliveries::tests::failure_hands_owned_value_back)
 cargo +nightly miri test -p rdkafka-hl --lib -- "${modules[@]}" "${skipped[@]}" "$@"

@@ -2,8 +2,8 @@
 //! futures that read it.
 //!
 //! This is the producer's side of the paired queue, specialised for volume.
-//! A send costs one slot of 24 bytes in a slab and an 8-byte future, with
-//! no allocation of its own unless it has owned payloads. A whole
+//! A send costs one slot of 24 bytes and an 8-byte future, with no
+//! allocation of its own unless it has owned payloads. A whole
 //! delivery-report event is applied under one lock. The invariants:
 //!
 //! 1. A slot is taken ([`DeliveryTable::register`]) before
@@ -20,10 +20,13 @@
 //!    arrived and its future is done with it, so memory is bounded by the
 //!    sends in flight plus the results not yet read.
 //!
-//! Futures hold no reference count: while any future owns a slot, the
-//! table holds a strong reference to itself, which the last such future
-//! gives back. Atomic operations were the main cost per message in
-//! profiles on a virtual machine, and this saves two per send.
+//! Reading a delivered result takes no lock: the future reads its slot and
+//! frees it with one compare-exchange (see [`SlotCell`]). Futures hold no
+//! reference count either: the table holds a strong reference to itself
+//! until it closes, and after that while a future owns a slot. Atomic
+//! read-modify-write operations were the main cost per message in
+//! profiles on a virtual machine (about 10 ns each), and reading a result
+//! with the lock and an `Arc<str>` topic took four of them.
 
 // A delivery result is moved once, from the table to its future; boxing
 // the error would cost an allocation per failed delivery instead.
@@ -38,14 +41,16 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorCode, KafkaError};
 use crate::message::Timestamp;
 use crate::payload::OwnedPayload;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
-use crate::table_registry;
+use crate::segments::Segments;
+use crate::sync::{Arc, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Condvar, Mutex, Ordering};
+use crate::{table_registry, topic_names};
 
 /// The place a message was stored: the result of a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The topic.
-    pub topic: Arc<str>,
+    /// The topic. Topic names are kept for the life of the process, one
+    /// copy per distinct name, so a delivery can borrow its topic's name.
+    pub topic: &'static str,
     /// The partition the message was written to.
     pub partition: i32,
     /// The message's offset in that partition, or
@@ -115,10 +120,13 @@ const CLOSED: i32 = i32::MIN;
 /// The owned key and value of a send, kept until its report.
 pub(crate) type Payloads = (Option<OwnedPayload>, Option<OwnedPayload>);
 
-/// How many topics one producer can send to: the topic index takes the
-/// upper 27 bits of [`Slot::word`]. Each topic costs librdkafka far more
-/// than a kilobyte, so memory runs out long before this.
-pub(crate) const MAX_TOPICS: u32 = 1 << 27;
+/// The highest slot index: ids store the index + 1 in 32 bits.
+const MAX_INDEX: u32 = u32::MAX - 1;
+
+/// How many slots after the cursor `register` checks before it makes a
+/// new one. More checks find more of the slots freed out of order, at the
+/// price of more reads while most slots are in use.
+const FREE_SLOT_CHECKS: u32 = 4;
 
 // Slot states, in the lowest 3 bits of `Slot::word`.
 const FREE: u32 = 0;
@@ -130,6 +138,9 @@ const ORPHANED: u32 = 2;
 const DELIVERED: u32 = 3;
 /// Failed, by its report or by the producer's close; not read yet.
 const FAILED: u32 = 4;
+/// Delivered and not read when the producer closed. Its future reads it
+/// under the lock, to count the futures that keep the table alive.
+const DELIVERED_KEPT: u32 = 5;
 const STATE_MASK: u32 = 0b111;
 
 // Timestamp kinds, in bits 3 and 4 of `Slot::word`.
@@ -138,20 +149,23 @@ const STAMP_NONE: u32 = 0;
 const STAMP_CREATE: u32 = 1;
 const STAMP_LOG_APPEND: u32 = 2;
 
+/// The topic index ([`topic_names`]) takes the upper 27 bits of
+/// `Slot::word`.
 const TOPIC_SHIFT: u32 = 5;
+const _: () = assert!(topic_names::MAX_TOPICS == 1 << (32 - TOPIC_SHIFT));
 
 /// One send, in 24 bytes, because a million of them may wait to be read.
 /// What its fields hold depends on the state:
 ///
 /// | state | `first` | `second` | `partition` |
 /// |---|---|---|---|
-/// | `FREE` | next free slot + 1, or 0 | | |
+/// | `FREE` | | | |
 /// | `WAITING`, `ORPHANED` | waker + 1, or 0 | payloads + 1, or 0 | generation |
-/// | `DELIVERED` | offset | timestamp | partition |
+/// | `DELIVERED`, `DELIVERED_KEPT` | offset | timestamp | partition |
 /// | `FAILED` | error code | payloads + 1, or 0 | |
 ///
 /// Wakers and owned payloads live in side tables, since most sends have
-/// neither.
+/// neither. The table stores slots as [`SlotCell`]s; this is a copy.
 #[derive(Clone, Copy)]
 struct Slot {
     first: i64,
@@ -170,13 +184,95 @@ impl Slot {
         self.word >> TOPIC_SHIFT
     }
 
-    fn set_state(&mut self, state: u32) {
-        self.word = (self.word & !STATE_MASK) | state;
-    }
-
     /// Returns whether the slot awaits the report of the send with `generation`.
     fn awaits(&self, generation: u32) -> bool {
         matches!(self.state(), WAITING | ORPHANED) && self.partition as u32 == generation
+    }
+}
+
+/// A slot as the table stores it: atomics, so that the future that owns a
+/// delivered slot can take its result and free it without the lock.
+///
+/// Everything else reads and writes slots under the table's lock. The word
+/// is written last and with `Release`, and read with `Acquire`, so a
+/// reader that sees a state also sees the fields written with it. The
+/// future's lock-free read changes nothing but the word, `DELIVERED` to
+/// `FREE`, with a compare-exchange: the close turns `DELIVERED` into
+/// `DELIVERED_KEPT` the same way, so exactly one of them takes the slot.
+struct SlotCell {
+    first: AtomicI64,
+    second: AtomicI64,
+    partition: AtomicI32,
+    word: AtomicU32,
+}
+
+impl SlotCell {
+    fn free() -> Self {
+        Self {
+            first: AtomicI64::new(0),
+            second: AtomicI64::new(0),
+            partition: AtomicI32::new(0),
+            word: AtomicU32::new(FREE),
+        }
+    }
+
+    fn state(&self) -> u32 {
+        self.word.load(Ordering::Acquire) & STATE_MASK
+    }
+
+    /// Reads the slot: under the table's lock, or by its future once its
+    /// state is `DELIVERED`.
+    fn load(&self) -> Slot {
+        let word = self.word.load(Ordering::Acquire);
+        Slot {
+            first: self.first.load(Ordering::Relaxed),
+            second: self.second.load(Ordering::Relaxed),
+            partition: self.partition.load(Ordering::Relaxed),
+            word,
+        }
+    }
+
+    /// Writes the slot, the word last. Only under the table's lock.
+    fn store(&self, slot: Slot) {
+        self.first.store(slot.first, Ordering::Relaxed);
+        self.second.store(slot.second, Ordering::Relaxed);
+        self.partition.store(slot.partition, Ordering::Relaxed);
+        self.word.store(slot.word, Ordering::Release);
+    }
+
+    /// Frees the slot. Only under the table's lock.
+    fn free_under_lock(&self) {
+        self.word.store(FREE, Ordering::Release);
+    }
+
+    /// Takes the result of a delivered slot and frees it, without the lock.
+    /// Only the slot's future calls this. Returns `None` unless the slot is
+    /// `DELIVERED`, or when the close changed it meanwhile.
+    ///
+    /// Freeing is the last access: once it is done, `register` may reuse
+    /// the slot, and a closed table that counted no other future may be
+    /// freed.
+    fn take_delivered(&self) -> Option<Delivery> {
+        let word = self.word.load(Ordering::Acquire);
+        if word & STATE_MASK != DELIVERED {
+            return None;
+        }
+        let slot = Slot {
+            first: self.first.load(Ordering::Relaxed),
+            second: self.second.load(Ordering::Relaxed),
+            partition: self.partition.load(Ordering::Relaxed),
+            word,
+        };
+        // `Release`: the reads above happen before a later send reuses the slot.
+        self.word.compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed).ok()?;
+        Some(delivery_of(slot))
+    }
+
+    /// Frees a delivered slot whose future is dropped unread, as
+    /// [`SlotCell::take_delivered`] does. Returns whether it did.
+    fn drop_delivered(&self) -> bool {
+        let word = self.word.load(Ordering::Acquire);
+        word & STATE_MASK == DELIVERED && self.word.compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -225,10 +321,13 @@ impl<T> SideTable<T> {
     }
 }
 
+/// The part of the table under its lock.
 struct Table {
-    slots: Vec<Slot>,
-    /// The first free slot + 1, or 0; free slots link through `first`.
-    free_head: i64,
+    /// Slots made so far: every index below it is allocated in
+    /// [`DeliveryTable::slots`].
+    len: u32,
+    /// The slot `register` checks first for reuse.
+    cursor: u32,
     /// Stamped into each new send's id, so that a report can never
     /// resolve a later send in the same slot.
     next_generation: u16,
@@ -237,61 +336,48 @@ struct Table {
     /// Slots in `WAITING` or `ORPHANED`: sends without a report.
     unreported: usize,
     closed: bool,
-    /// Topic names by index, for [`Delivery::topic`].
-    topics: Vec<Arc<str>>,
-    /// Slots that a future owns: waiting for their report (not orphaned),
-    /// or resolved and not yet read.
+    /// Once closed: the slots that a future (or a sender about to make
+    /// one) still owns, counted by the close.
     future_slots: usize,
-    /// The table's own strong reference, held while `future_slots > 0`,
-    /// so that futures need no reference count of their own.
-    futures_reference: Option<Arc<DeliveryTable>>,
+    /// The table's own strong reference, so that futures need no
+    /// reference count of their own: taken by the first send, and given
+    /// up by the close when no future owns a slot, else by the last of
+    /// them.
+    self_reference: Option<Arc<DeliveryTable>>,
 }
 
-/// The table's reference for its futures, given up by the last of them:
-/// to be dropped once nothing borrows the table any more, because that
-/// may free it.
+/// The table's reference to itself, given up by the last future: to be
+/// dropped once nothing borrows the table any more, because that may free
+/// it.
 type LastReference = Option<Arc<DeliveryTable>>;
 
 impl Table {
-    /// Records that a future no longer owns a slot.
+    /// Records that a future is done with its slot, which only counts
+    /// once the table is closed.
     fn disown(&mut self) -> LastReference {
+        if !self.closed {
+            return None;
+        }
         self.future_slots -= 1;
         if self.future_slots == 0 {
-            self.futures_reference.take()
+            self.self_reference.take()
         } else {
             None
         }
     }
-
-    fn free_slot(&mut self, index: usize) {
-        self.slots[index] = Slot {
-            first: self.free_head,
-            second: 0,
-            partition: 0,
-            word: FREE,
-        };
-        self.free_head = index as i64 + 1;
-    }
-
-    /// Finds the slot that awaits the report with `id`.
-    fn awaiting(&self, id: u64) -> Option<usize> {
-        let (index, generation) = split_id(id);
-        self.slots.get(index).filter(|slot| slot.awaits(generation)).map(|_| index)
-    }
-
-    /// Finds the slot of a live future: waiting or with its result. The
-    /// future owns the slot, which nothing else frees meanwhile.
-    fn owned(&self, id: u64) -> Option<(usize, u32)> {
-        let (index, _) = split_id(id);
-        self.slots.get(index).map(|slot| (index, slot.state()))
-    }
 }
 
 /// The table of a producer's sends.
+///
+/// The table frees itself only once it is closed: the producer always
+/// closes it when it shuts down.
 pub(crate) struct DeliveryTable {
     /// The table's number in `table_registry`, in the top 16 bits of every
     /// id it gives out.
     number: u16,
+    /// The slots, which never move, so that futures can read their own
+    /// without the lock.
+    slots: Segments<SlotCell>,
     table: Mutex<Table>,
     /// Incremented, under the table's lock, by every applied report event,
     /// so that `send_wait` can read it on every send without the lock.
@@ -304,9 +390,19 @@ pub(crate) struct DeliveryTable {
     event_thread: AtomicU64,
 }
 
-/// Splits an id into the slot index and the generation.
-fn split_id(id: u64) -> (usize, u32) {
-    (((id & 0xffff_ffff) as usize).wrapping_sub(1), ((id >> 32) & 0xffff) as u32)
+/// Splits an id into the slot index and the generation. An id of 0 gives
+/// an index past every slot.
+fn split_id(id: u64) -> (u32, u32) {
+    ((id as u32).wrapping_sub(1), ((id >> 32) & 0xffff) as u32)
+}
+
+/// Returns the index after `index` in a ring of `len` slots.
+fn next_index(index: u32, len: u32) -> u32 {
+    if index + 1 >= len {
+        0
+    } else {
+        index + 1
+    }
 }
 
 /// Returns the number of the table that gave out `id`.
@@ -321,17 +417,17 @@ impl DeliveryTable {
         let number = table_registry::claim()?;
         let table = Arc::new(Self {
             number,
+            slots: Segments::new(SlotCell::free),
             table: Mutex::new(Table {
-                slots: Vec::new(),
-                free_head: 0,
+                len: 0,
+                cursor: 0,
                 next_generation: 0,
                 wakers: SideTable::new(),
                 payloads: SideTable::new(),
                 unreported: 0,
                 closed: false,
-                topics: Vec::new(),
                 future_slots: 0,
-                futures_reference: None,
+                self_reference: None,
             }),
             progress: AtomicU64::new(0),
             changed: Condvar::new(),
@@ -347,43 +443,75 @@ impl DeliveryTable {
         Self::try_new().expect("the delivery table registry is full")
     }
 
-    /// Takes a slot for a send to the topic with index `topic` and returns
-    /// its id, which is never 0 (a NULL opaque). Hands the payloads back
-    /// when the table is closed.
+    /// Returns slot `index`, which must be below `Table::len`.
+    fn cell(&self, index: u32) -> &SlotCell {
+        self.slots.get_or_allocate(index)
+    }
+
+    /// Finds the slot that awaits the report with `id`.
+    fn awaiting(&self, table: &Table, id: u64) -> Option<u32> {
+        let (index, generation) = split_id(id);
+        (index < table.len && self.cell(index).load().awaits(generation)).then_some(index)
+    }
+
+    /// Finds the slot of a live future, with its state: waiting or with its
+    /// result. The future owns the slot, which nothing else frees meanwhile.
+    fn owned(&self, table: &Table, id: u64) -> Option<(u32, u32)> {
+        let (index, _) = split_id(id);
+        (index < table.len).then(|| (index, self.cell(index).state()))
+    }
+
+    /// Finds a slot for a new send: a free one among the next few from the
+    /// cursor, or a new one. Returns `None` when every index is taken.
+    ///
+    /// The cursor moves past every slot checked, so it passes a stretch of
+    /// slots in use faster than sends fill slots behind it.
+    fn free_index(&self, table: &mut Table) -> Option<u32> {
+        for _ in 0..FREE_SLOT_CHECKS.min(table.len) {
+            let index = table.cursor;
+            table.cursor = next_index(index, table.len);
+            if self.cell(index).state() == FREE {
+                return Some(index);
+            }
+        }
+
+        let index = table.len;
+        if index > MAX_INDEX {
+            return None;
+        }
+        self.slots.get_or_allocate(index);
+        table.len += 1;
+        Some(index)
+    }
+
+    /// Takes a slot for a send to the topic with index `topic`
+    /// ([`topic_names::index`]) and returns its id, which is never 0 (a
+    /// NULL opaque). Hands the payloads back when the table is closed, or
+    /// when 2^32 - 1 sends are unread, which memory does not allow.
     pub(crate) fn register(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
-        debug_assert!(topic < MAX_TOPICS, "topic index {topic} out of range");
+        debug_assert!(topic < topic_names::MAX_TOPICS, "topic index {topic} out of range");
         let mut table = self.table.lock();
         if table.closed {
             return Err(payloads);
         }
+        let Some(index) = self.free_index(&mut table) else {
+            return Err(payloads);
+        };
 
         let generation = table.next_generation;
         table.next_generation = generation.wrapping_add(1);
         let payloads = payloads.map_or(0, |payloads| table.payloads.insert(payloads));
-        let slot = Slot {
+        self.cell(index).store(Slot {
             first: 0,
             second: payloads,
             partition: i32::from(generation),
             word: WAITING | (topic << TOPIC_SHIFT),
-        };
-        let index = match table.free_head {
-            0 => {
-                table.slots.push(slot);
-                table.slots.len() - 1
-            }
-            head => {
-                let index = head as usize - 1;
-                table.free_head = table.slots[index].first;
-                table.slots[index] = slot;
-                index
-            }
-        };
+        });
         table.unreported += 1;
-        table.future_slots += 1;
-        if table.futures_reference.is_none() {
-            table.futures_reference = Some(Arc::clone(self));
+        if table.self_reference.is_none() {
+            table.self_reference = Some(Arc::clone(self));
         }
-        Ok((u64::from(self.number) << 48) | (u64::from(generation) << 32) | (index as u64 + 1))
+        Ok((u64::from(self.number) << 48) | (u64::from(generation) << 32) | (u64::from(index) + 1))
     }
 
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
@@ -394,9 +522,9 @@ impl DeliveryTable {
     /// either case.
     pub(crate) fn unregister(&self, id: u64) -> Option<Box<Payloads>> {
         let mut table = self.table.lock();
-        let (index, payloads, waker) = match table.owned(id) {
-            Some((index, WAITING)) if table.awaiting(id).is_some() => {
-                let slot = table.slots[index];
+        let (index, payloads, waker) = match self.owned(&table, id) {
+            Some((index, WAITING)) if self.awaiting(&table, id).is_some() => {
+                let slot = self.cell(index).load();
                 let payloads = table.payloads.take(slot.second);
                 let waker = table.wakers.take(slot.first);
                 table.unreported -= 1;
@@ -407,7 +535,7 @@ impl DeliveryTable {
             Some((index, FAILED)) => (index, None, None),
             _ => return None,
         };
-        table.free_slot(index);
+        self.cell(index).free_under_lock();
         let last = table.disown();
         let idle = table.unreported == 0;
         drop(table);
@@ -433,20 +561,6 @@ impl DeliveryTable {
         key != 0 && key == crate::event::current_key()
     }
 
-    /// Returns the index of a topic name, adding it the first time, or
-    /// `None` when the producer has [`MAX_TOPICS`] topics already.
-    pub(crate) fn topic_index(&self, name: &str) -> Option<u32> {
-        let mut table = self.table.lock();
-        if let Some(index) = table.topics.iter().position(|topic| &**topic == name) {
-            return Some(index as u32);
-        }
-        if table.topics.len() >= MAX_TOPICS as usize {
-            return None;
-        }
-        table.topics.push(Arc::from(name));
-        Some((table.topics.len() - 1) as u32)
-    }
-
     /// Applies the reports of one event: each `(id, outcome)` resolves its
     /// slot. Returns the wakers to wake and the payloads to drop, both to
     /// be handled after this returns, with no lock held.
@@ -455,14 +569,15 @@ impl DeliveryTable {
         let mut table = self.table.lock();
 
         for &(id, outcome) in reports {
-            let Some(index) = table.awaiting(id) else {
+            let Some(index) = self.awaiting(&table, id) else {
                 applied.unknown += 1;
                 continue;
             };
-            let slot = table.slots[index];
+            let cell = self.cell(index);
+            let slot = cell.load();
             if slot.state() == ORPHANED {
                 applied.payloads.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
-                table.free_slot(index);
+                cell.free_under_lock();
             } else {
                 applied.wakers.extend(table.wakers.take(slot.first));
                 let resolved = if outcome.code == 0 {
@@ -471,7 +586,7 @@ impl DeliveryTable {
                 } else {
                     failed(slot, outcome.code)
                 };
-                table.slots[index] = resolved;
+                cell.store(resolved);
             }
             table.unreported -= 1;
         }
@@ -486,28 +601,52 @@ impl DeliveryTable {
     /// new ones. Returns what [`DeliveryTable::apply`] returns, with the
     /// owned payloads of those sends in [`Applied::retained`]: librdkafka
     /// may still point at them, so they are not handed back.
+    ///
+    /// It also counts the slots that futures still own, which keep the
+    /// table alive from now on; when there are none, the table lets go of
+    /// its own reference, and the caller's last one frees it.
     pub(crate) fn close(&self) -> Applied {
         let mut applied = Applied::default();
         let mut table = self.table.lock();
+        if table.closed {
+            return applied;
+        }
         table.closed = true;
 
-        for index in 0..table.slots.len() {
-            let slot = table.slots[index];
+        let mut owned = 0;
+        for index in 0..table.len {
+            let cell = self.cell(index);
+            let slot = cell.load();
             match slot.state() {
                 WAITING => {
                     applied.wakers.extend(table.wakers.take(slot.first));
                     applied.retained.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
-                    table.slots[index] = failed(Slot { second: 0, ..slot }, CLOSED);
+                    cell.store(failed(Slot { second: 0, ..slot }, CLOSED));
+                    owned += 1;
                 }
                 ORPHANED => {
                     applied.retained.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
-                    table.free_slot(index);
+                    cell.free_under_lock();
                 }
+                // The future may be taking it right now without the lock.
+                DELIVERED => {
+                    let kept = (slot.word & !STATE_MASK) | DELIVERED_KEPT;
+                    if cell.word.compare_exchange(slot.word, kept, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                        owned += 1;
+                    }
+                }
+                FAILED => owned += 1,
                 _ => {}
             }
         }
         table.unreported = 0;
+        table.future_slots = owned;
+        let last = if owned == 0 { table.self_reference.take() } else { None };
         drop(table);
+
+        // The caller borrows the table through a reference of its own, so
+        // this does not free it.
+        drop(last);
         self.changed.notify_all();
         applied
     }
@@ -555,20 +694,23 @@ impl DeliveryTable {
     /// Takes the result of slot `id` if it arrived, else stores `waker`.
     fn poll_slot(&self, id: u64, waker: &Waker) -> (Poll<Result<Delivery, DeliveryError>>, LastReference) {
         let mut table = self.table.lock();
-        let replaced = match table.owned(id) {
+        let replaced = match self.owned(&table, id) {
             Some((index, WAITING)) => {
-                let stored = table.slots[index].first;
+                let cell = self.cell(index);
+                let stored = cell.load().first;
                 match table.wakers.get(stored) {
                     Some(current) if current.will_wake(waker) => None,
                     Some(_) => table.wakers.replace(stored, waker.clone()),
                     None => {
-                        table.slots[index].first = table.wakers.insert(waker.clone());
+                        // The report is applied under the lock, so the
+                        // slot stays waiting while this writes the waker.
+                        cell.first.store(table.wakers.insert(waker.clone()), Ordering::Relaxed);
                         None
                     }
                 }
             }
-            Some((index, DELIVERED | FAILED)) => {
-                let (result, last) = take_ready(&mut table, index);
+            Some((index, DELIVERED | DELIVERED_KEPT | FAILED)) => {
+                let (result, last) = self.take_ready(&mut table, index);
                 return (Poll::Ready(result), last);
             }
             _ => return (Poll::Ready(Err(Error::Closed { operation: "delivery" }.into())), None),
@@ -580,46 +722,32 @@ impl DeliveryTable {
         (Poll::Pending, None)
     }
 
-    /// Takes the result of slot `id` if it arrived.
-    fn try_take(&self, id: u64) -> (Option<Result<Delivery, DeliveryError>>, LastReference) {
-        let mut table = self.table.lock();
-        match table.owned(id) {
-            Some((_, WAITING)) => (None, None),
-            Some((index, DELIVERED | FAILED)) => {
-                let (result, last) = take_ready(&mut table, index);
-                (Some(result), last)
-            }
-            _ => (Some(Err(Error::Closed { operation: "delivery" }.into())), None),
-        }
-    }
-
     /// Blocks until the result of slot `id` arrives and takes it, or
     /// returns `None` when `timeout` passes first.
     fn wait_slot(&self, id: u64, timeout: Option<Duration>) -> (Option<Result<Delivery, DeliveryError>>, LastReference) {
-        // Most results are there already: read them without the clock.
-        let taken = self.try_take(id);
-        if taken.0.is_some() {
-            return taken;
-        }
-
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let mut table = self.table.lock();
+        // The clock is read only when the result is not there yet.
+        let mut deadline = None;
         loop {
-            match table.owned(id) {
-                Some((index, DELIVERED | FAILED)) => {
-                    let (result, last) = take_ready(&mut table, index);
+            match self.owned(&table, id) {
+                Some((index, DELIVERED | DELIVERED_KEPT | FAILED)) => {
+                    let (result, last) = self.take_ready(&mut table, index);
                     return (Some(result), last);
                 }
                 Some((_, WAITING)) => {}
                 // A live future's slot is always waiting or resolved.
                 _ => return (Some(Err(Error::Closed { operation: "delivery" }.into())), None),
             }
-            match deadline {
+            let Some(timeout) = timeout else {
+                self.changed.wait(&mut table);
+                continue;
+            };
+            match *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout)) {
                 Some(deadline) => {
                     if self.changed.wait_until(&mut table, deadline).timed_out() {
-                        return match table.owned(id) {
-                            Some((index, DELIVERED | FAILED)) => {
-                                let (result, last) = take_ready(&mut table, index);
+                        return match self.owned(&table, id) {
+                            Some((index, DELIVERED | DELIVERED_KEPT | FAILED)) => {
+                                let (result, last) = self.take_ready(&mut table, index);
                                 (Some(result), last)
                             }
                             _ => (None, None),
@@ -631,31 +759,53 @@ impl DeliveryTable {
         }
     }
 
-    fn is_ready(&self, id: u64) -> bool {
-        let table = self.table.lock();
-        matches!(table.owned(id), Some((_, DELIVERED | FAILED)))
+    /// Takes the result out of a resolved slot and frees the slot. Nothing
+    /// is dropped here but the slot's bookkeeping: a delivered send's
+    /// payloads were dropped when its report was applied, and a failed
+    /// one's move into the error.
+    fn take_ready(&self, table: &mut Table, index: u32) -> (Result<Delivery, DeliveryError>, LastReference) {
+        let cell = self.cell(index);
+        let slot = cell.load();
+        let result = if slot.state() == FAILED {
+            let code = slot.first as i32;
+            let error = if code == CLOSED {
+                Error::Closed { operation: "delivery" }
+            } else {
+                Error::Kafka {
+                    operation: "delivery",
+                    error: KafkaError::from_code(ErrorCode::from_raw(code)),
+                }
+            };
+            let (key, value) = table.payloads.take(slot.second).map_or((None, None), |payloads| *payloads);
+            Err(DeliveryError { error, key, value })
+        } else {
+            Ok(delivery_of(slot))
+        };
+        cell.free_under_lock();
+        (result, table.disown())
     }
 
     /// Lets go of slot `id` for a future that is dropped. Returns what to
     /// drop with no lock held.
     fn release(&self, id: u64) -> Released {
         let mut table = self.table.lock();
-        match table.owned(id) {
+        match self.owned(&table, id) {
             Some((index, WAITING)) => {
-                let slot = &mut table.slots[index];
-                slot.set_state(ORPHANED);
-                let stored = std::mem::take(&mut slot.first);
-                let waker = table.wakers.take(stored);
-                Released { waker, payloads: None, last: table.disown() }
+                let cell = self.cell(index);
+                let mut slot = cell.load();
+                let waker = table.wakers.take(std::mem::take(&mut slot.first));
+                slot.word = (slot.word & !STATE_MASK) | ORPHANED;
+                cell.store(slot);
+                Released { waker, payloads: None, last: None }
             }
-            Some((index, DELIVERED)) => {
-                table.free_slot(index);
+            Some((index, DELIVERED | DELIVERED_KEPT)) => {
+                self.cell(index).free_under_lock();
                 Released { waker: None, payloads: None, last: table.disown() }
             }
             Some((index, FAILED)) => {
-                let stored = table.slots[index].second;
+                let stored = self.cell(index).load().second;
                 let payloads = table.payloads.take(stored);
-                table.free_slot(index);
+                self.cell(index).free_under_lock();
                 Released { waker: None, payloads, last: table.disown() }
             }
             _ => Released::default(),
@@ -699,6 +849,22 @@ fn failed(slot: Slot, code: i32) -> Slot {
     }
 }
 
+/// Reads the delivery out of a `DELIVERED` or `DELIVERED_KEPT` slot.
+fn delivery_of(slot: Slot) -> Delivery {
+    let stamp = slot.second;
+    let timestamp = match (slot.word >> STAMP_SHIFT) & 0b11 {
+        STAMP_CREATE => Timestamp::CreateTime(stamp),
+        STAMP_LOG_APPEND => Timestamp::LogAppendTime(stamp),
+        _ => Timestamp::NotAvailable,
+    };
+    Delivery {
+        topic: topic_names::name(slot.topic()),
+        partition: slot.partition,
+        offset: slot.first,
+        timestamp,
+    }
+}
+
 impl Drop for DeliveryTable {
     fn drop(&mut self) {
         table_registry::release(self.number);
@@ -737,42 +903,6 @@ impl Applied {
         }
         self.retained
     }
-}
-
-/// Takes the result out of a resolved slot and frees the slot. Nothing is
-/// dropped here but the slot's bookkeeping: a delivered send's payloads
-/// were dropped when its report was applied, and a failed one's move into
-/// the error.
-fn take_ready(table: &mut Table, index: usize) -> (Result<Delivery, DeliveryError>, LastReference) {
-    let slot = table.slots[index];
-    let result = if slot.state() == DELIVERED {
-        let stamp = slot.second;
-        let timestamp = match (slot.word >> STAMP_SHIFT) & 0b11 {
-            STAMP_CREATE => Timestamp::CreateTime(stamp),
-            STAMP_LOG_APPEND => Timestamp::LogAppendTime(stamp),
-            _ => Timestamp::NotAvailable,
-        };
-        Ok(Delivery {
-            topic: table.topics.get(slot.topic() as usize).cloned().unwrap_or_else(|| Arc::from("")),
-            partition: slot.partition,
-            offset: slot.first,
-            timestamp,
-        })
-    } else {
-        let code = slot.first as i32;
-        let error = if code == CLOSED {
-            Error::Closed { operation: "delivery" }
-        } else {
-            Error::Kafka {
-                operation: "delivery",
-                error: KafkaError::from_code(ErrorCode::from_raw(code)),
-            }
-        };
-        let (key, value) = table.payloads.take(slot.second).map_or((None, None), |payloads| *payloads);
-        Err(DeliveryError { error, key, value })
-    };
-    table.free_slot(index);
-    (result, table.disown())
 }
 
 /// The pending result of [`Producer::send`](crate::Producer::send).
@@ -816,17 +946,33 @@ impl DeliveryFuture {
         debug_assert!(self.id != TAKEN, "the table of a taken future was used");
         let table = table_registry::get(table_number(self.id));
         // SAFETY: the slot `id` is owned by this future until it takes the
-        // result or drops. While any slot is so owned, the table holds a
-        // strong reference to itself, so it is alive, and its registry
-        // entry, published before its first send and cleared only when it
-        // is dropped, points to it.
+        // result or drops. Until then the table is alive: it holds a
+        // strong reference to itself from its first send until it closes,
+        // and after the close for as long as a future the close counted
+        // owns a slot. A future the close did not count had freed its slot
+        // already, the last thing it does with the table. The registry
+        // entry, published before the first send and cleared only when the
+        // table is dropped, points to it.
         unsafe { &*table }
+    }
+
+    /// Returns this future's slot. Only called while `id` is not
+    /// [`TAKEN`], when the slot is allocated.
+    fn cell(&self) -> Option<&SlotCell> {
+        self.table().slots.get(split_id(self.id).0)
+    }
+
+    /// Takes a delivered result without the table's lock, the common case.
+    fn take_delivered(&mut self) -> Option<Delivery> {
+        let delivery = self.cell()?.take_delivered()?;
+        self.id = TAKEN;
+        Some(delivery)
     }
 
     /// Returns whether waiting would block the producer's event thread: the
     /// caller runs on it and the report has not arrived.
     fn would_block_event_thread(&self) -> bool {
-        self.table().on_event_thread() && !self.table().is_ready(self.id)
+        self.table().on_event_thread() && !self.is_ready()
     }
 
     /// Blocks until the delivery report arrives.
@@ -836,6 +982,9 @@ impl DeliveryFuture {
     /// blocking that thread would hold up every report that no sending
     /// thread happens to serve, possibly this one too.
     pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
+        if let Some(delivery) = self.take_delivered() {
+            return Ok(delivery);
+        }
         if self.would_block_event_thread() {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
         }
@@ -856,6 +1005,9 @@ impl DeliveryFuture {
     /// [`Error::OnEventThread`] unless the report is already there, as
     /// [`wait`](Self::wait) does.
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Delivery, DeliveryError> {
+        if let Some(delivery) = self.take_delivered() {
+            return Ok(delivery);
+        }
         if self.would_block_event_thread() {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
         }
@@ -873,7 +1025,7 @@ impl DeliveryFuture {
 
     /// Returns whether the result has arrived, without blocking.
     pub fn is_ready(&self) -> bool {
-        self.id != TAKEN && self.table().is_ready(self.id)
+        self.id != TAKEN && self.cell().is_some_and(|cell| matches!(cell.state(), DELIVERED | DELIVERED_KEPT | FAILED))
     }
 }
 
@@ -882,6 +1034,10 @@ impl Future for DeliveryFuture {
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(self.id != TAKEN, "a DeliveryFuture was polled after it returned Ready");
+        if let Some(delivery) = self.take_delivered() {
+            return Poll::Ready(Ok(delivery));
+        }
+
         let (result, last) = self.table().poll_slot(self.id, context.waker());
         if result.is_ready() {
             self.id = TAKEN;
@@ -893,7 +1049,7 @@ impl Future for DeliveryFuture {
 
 impl Drop for DeliveryFuture {
     fn drop(&mut self) {
-        if self.id == TAKEN {
+        if self.id == TAKEN || self.cell().is_some_and(SlotCell::drop_delivered) {
             return;
         }
         let released = self.table().release(self.id);
@@ -989,7 +1145,7 @@ mod tests {
     #[test]
     fn reports_resolve_by_id_in_any_order() {
         let table = DeliveryTable::new();
-        let topic = table.topic_index("orders").unwrap();
+        let topic = topic_names::index("orders").unwrap();
         let ids: Vec<u64> = (0..3).map(|_| table.register(topic, None).unwrap()).collect();
         let futures: Vec<DeliveryFuture> = ids.iter().map(|&id| DeliveryFuture::new(&table, id)).collect();
 
@@ -1003,14 +1159,14 @@ mod tests {
     #[test]
     fn delivery_carries_topic_and_fields() {
         let table = DeliveryTable::new();
-        let topic = table.topic_index("orders").unwrap();
+        let topic = topic_names::index("orders").unwrap();
         let id = table.register(topic, None).unwrap();
         let future = DeliveryFuture::new(&table, id);
 
         table.apply(&[(id, delivered(5))]).finish();
         let delivery = future.wait_timeout(Duration::ZERO).unwrap();
 
-        assert_eq!(&*delivery.topic, "orders");
+        assert_eq!(delivery.topic, "orders");
         assert_eq!(delivery.partition, 2);
         assert_eq!(delivery.offset, 5);
         assert_eq!(delivery.timestamp, Timestamp::CreateTime(7));
@@ -1114,6 +1270,7 @@ mod tests {
         let future = DeliveryFuture::new(&table, id);
         table.apply(&[(id, delivered(3))]).finish();
         let weak = Arc::downgrade(&table);
+        table.close().finish();
         drop(table);
 
         assert!(weak.upgrade().is_some(), "the table was freed under a live future");
@@ -1128,10 +1285,100 @@ mod tests {
         let future = DeliveryFuture::new(&table, id);
         let weak = Arc::downgrade(&table);
 
+        table.close().finish();
         drop(table);
         drop(future);
 
         assert!(weak.upgrade().is_none(), "a dropped future kept the table alive");
+    }
+
+    #[test]
+    fn close_without_futures_frees_table() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let future = DeliveryFuture::new(&table, id);
+        table.apply(&[(id, delivered(4))]).finish();
+        assert_eq!(future.wait().unwrap().offset, 4);
+        let weak = Arc::downgrade(&table);
+
+        table.close().finish();
+        drop(table);
+
+        assert!(weak.upgrade().is_none(), "a closed table with no futures was not freed");
+    }
+
+    #[test]
+    fn table_lives_until_closed() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let future = DeliveryFuture::new(&table, id);
+        table.apply(&[(id, delivered(5))]).finish();
+        assert_eq!(future.wait().unwrap().offset, 5);
+        let weak = Arc::downgrade(&table);
+
+        drop(table);
+        let table = weak.upgrade().expect("the table was freed before its close");
+        table.close().finish();
+        drop(table);
+
+        assert!(weak.upgrade().is_none(), "the close did not let go of the table");
+    }
+
+    #[test]
+    fn read_slots_are_reused() {
+        let table = DeliveryTable::new();
+        for round in 0..100 {
+            let id = table.register(0, None).unwrap();
+            let future = DeliveryFuture::new(&table, id);
+            table.apply(&[(id, delivered(round))]).finish();
+            assert_eq!(future.wait().unwrap().offset, round, "offset in round {round}");
+        }
+
+        assert_eq!(table.table.lock().len, 1, "slots made for 100 sends read one by one");
+    }
+
+    #[test]
+    fn out_of_order_reads_free_slots() {
+        let table = DeliveryTable::new();
+        let mut futures = std::collections::VecDeque::new();
+        for round in 0..1000 {
+            let id = table.register(0, None).unwrap();
+            futures.push_back(DeliveryFuture::new(&table, id));
+            table.apply(&[(id, delivered(round))]).finish();
+            // Keep every tenth future unread for a while: the others free
+            // their slots around it.
+            if futures.len() > 20 {
+                let future = futures.pop_front().unwrap();
+                if round % 10 != 0 {
+                    assert!(future.wait().is_ok(), "the delivered result of round {round}");
+                } else {
+                    futures.push_back(future);
+                }
+            }
+        }
+
+        let len = table.table.lock().len;
+        assert!(len <= 200, "{len} slots made for at most {} unread results", futures.len() + 1);
+    }
+
+    #[test]
+    fn read_races_close() {
+        // Run under Miri too: the last access of a read without the lock
+        // may be followed at once by the table's free.
+        for _ in 0..if cfg!(miri) { 20 } else { 200 } {
+            let table = DeliveryTable::new();
+            let id = table.register(0, None).unwrap();
+            let future = DeliveryFuture::new(&table, id);
+            table.apply(&[(id, delivered(6))]).finish();
+            let weak = Arc::downgrade(&table);
+
+            let reader = std::thread::spawn(move || future.wait().map(|delivery| delivery.offset).ok());
+            table.close().finish();
+            drop(table);
+
+            assert_eq!(reader.join().unwrap(), Some(6), "offset read while the table closed");
+            assert!(weak.upgrade().is_none(), "the table outlived its close and its only future");
+        }
     }
 
     #[test]

@@ -114,10 +114,12 @@ mod payload;
 mod pending;
 mod producer;
 mod record;
+mod segments;
 mod serialize;
 mod sync;
 mod table_registry;
 mod topic_cache;
+mod topic_names;
 mod transaction;
 
 pub use admin::{

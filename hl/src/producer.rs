@@ -291,14 +291,15 @@ impl Producer {
     /// send to a missing partition returns a future that fails with
     /// [`ErrorCode::UNKNOWN_PARTITION`].
     pub fn send<'a>(&self, mut record: Record<'a>) -> Result<DeliveryFuture, SendError<'a>> {
-        let (topic, topic_index) = match self.topics.get(&self.client, &self.deliveries, record.topic()) {
-            Ok(found) => found,
-            Err(error) => return Err(SendError { error, record: Box::new(record) }),
-        };
-        let headers = match record.native_headers() {
-            Ok(headers) => headers,
-            Err(error) => return Err(SendError { error, record: Box::new(record) }),
-        };
+        self.send_record(&mut record).map_err(|error| SendError { error, record: Box::new(record) })
+    }
+
+    /// Sends `record`, leaving it as it was when the send fails. The record
+    /// is borrowed rather than moved, because moving it on every send cost
+    /// measurable time in profiles.
+    fn send_record(&self, record: &mut Record<'_>) -> Result<DeliveryFuture> {
+        let (topic, topic_index) = self.topics.get(&self.client, record.topic())?;
+        let headers = record.native_headers()?;
         let mut args = record.produce_args(headers.as_ref());
         args.push(vu(ll::RD_KAFKA_VTYPE_RKT, ll::rd_kafka_vu_s__bindgen_ty_1 { rkt: topic }));
 
@@ -312,8 +313,8 @@ impl Producer {
         let id = match self.deliveries.register(topic_index, payloads) {
             Ok(id) => id,
             Err(payloads) => {
-                restore(&mut record, payloads);
-                return Err(SendError { error: Error::Closed { operation: "send" }, record: Box::new(record) });
+                restore(record, payloads);
+                return Err(Error::Closed { operation: "send" });
             }
         };
         args.push(vu(ll::RD_KAFKA_VTYPE_OPAQUE, ll::rd_kafka_vu_s__bindgen_ty_1 { ptr: id as *mut _ }));
@@ -328,8 +329,8 @@ impl Producer {
         if !error.is_null() {
             // SAFETY: a non-NULL result is an error object we own.
             let error = unsafe { take_rd_kafka_error(error) };
-            restore(&mut record, self.deliveries.unregister(id));
-            return Err(SendError { error: Error::Kafka { operation: "send", error }, record: Box::new(record) });
+            restore(record, self.deliveries.unregister(id));
+            return Err(Error::Kafka { operation: "send", error });
         }
 
         if let Some(headers) = headers {
@@ -390,7 +391,7 @@ impl Producer {
     ///
     /// As [`send`](Self::send); [`ErrorCode::QUEUE_FULL`] when the queue is
     /// still full after `timeout`.
-    pub fn send_wait<'a>(&self, record: Record<'a>, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
+    pub fn send_wait<'a>(&self, mut record: Record<'a>, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
         // On the event thread no report can arrive while this call waits.
         if self.events.is_current() {
             return self.send(record);
@@ -398,30 +399,28 @@ impl Producer {
         // The clock is read only once the queue is full: most sends never
         // wait.
         let mut deadline = None;
-        let mut record = record;
         loop {
             let seen = self.deliveries.progress();
-            let error = match self.send(record) {
+            let error = match self.send_record(&mut record) {
+                Ok(future) => return Ok(future),
                 Err(error) if error.code() == Some(ErrorCode::QUEUE_FULL) => error,
-                other => return other,
+                Err(error) => return Err(SendError { error, record: Box::new(record) }),
             };
 
             // Reports free room in the queue: serve the ones waiting.
             self.serve_reports();
             if self.deliveries.progress() != seen {
-                record = *error.record;
                 continue;
             }
 
             let now = Instant::now();
             let deadline = *deadline.get_or_insert_with(|| now.checked_add(timeout));
             if deadline.is_some_and(|deadline| now >= deadline) {
-                return Err(error);
+                return Err(SendError { error, record: Box::new(record) });
             }
             let recheck = now + QUEUE_SPACE_RECHECK;
             let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
             self.deliveries.wait_for_progress(seen, wake_at);
-            record = *error.record;
         }
     }
 

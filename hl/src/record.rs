@@ -1,5 +1,6 @@
 //! Records to send.
 
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use rdkafka_ll as ll;
@@ -127,7 +128,7 @@ impl<'a> Record<'a> {
     /// Builds the arguments of `rd_kafka_produceva` for this record, except
     /// the topic and opaque. The pointers borrow from `self` and `headers`.
     pub(crate) fn produce_args(&self, headers: Option<&NativeHeaders>) -> ProduceArgs {
-        let mut args = ProduceArgs::default();
+        let mut args = ProduceArgs::new();
 
         if let Some(partition) = self.partition {
             args.push(vu(ll::RD_KAFKA_VTYPE_PARTITION, ll::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition }));
@@ -188,23 +189,34 @@ fn take_owned(payload: &mut Option<Payload<'_>>) -> Option<OwnedPayload> {
     }
 }
 
-/// The arguments of one `rd_kafka_produceva` call, on the stack.
-#[derive(Default)]
+/// The arguments of one `rd_kafka_produceva` call, on the stack. The array
+/// is left uninitialised past `len`: zeroing its 576 bytes on every send
+/// showed in profiles.
 pub(crate) struct ProduceArgs {
-    items: [ll::rd_kafka_vu_t; 8],
+    items: [MaybeUninit<ll::rd_kafka_vu_t>; 8],
     len: usize,
 }
 
 impl ProduceArgs {
+    fn new() -> Self {
+        Self {
+            items: [MaybeUninit::uninit(); 8],
+            len: 0,
+        }
+    }
+
     /// Appends an argument. A record has at most 8 (partition, key, value,
     /// headers, timestamp, flags, topic, opaque).
     pub(crate) fn push(&mut self, arg: ll::rd_kafka_vu_t) {
-        self.items[self.len] = arg;
+        self.items[self.len].write(arg);
         self.len += 1;
     }
 
     pub(crate) fn as_slice(&self) -> &[ll::rd_kafka_vu_t] {
-        &self.items[..self.len]
+        let initialised = &self.items[..self.len];
+        // SAFETY: `push` initialised the first `len` items, and
+        // `MaybeUninit<T>` has the layout of `T`.
+        unsafe { &*(initialised as *const [MaybeUninit<ll::rd_kafka_vu_t>] as *const [ll::rd_kafka_vu_t]) }
     }
 
     #[cfg(test)]

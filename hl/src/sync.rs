@@ -8,10 +8,8 @@
 //! the guard directly, because a thread that panics while holding a lock
 //! poisons nothing, and [`Condvar`] waits on a `&mut` guard.
 //!
-//! `Arc` is the standard one in both builds: it appears in public types
-//! (`Delivery::topic` is an `Arc<str>`, which `loom`'s `Arc` cannot hold)
-//! and in modules that call librdkafka, which are not built against the
-//! shim. So `loom` does not see reference counts: the models check that an
+//! `Arc` is the standard one in both builds: it appears in modules that
+//! call librdkafka, which are not built against the shim. So `loom` does not see reference counts: the models check that an
 //! `Arc`'s value is freed once every thread is done with it, but not the
 //! memory ordering of its last drop.
 
@@ -22,11 +20,11 @@
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, WaitTimeoutResult};
 #[cfg(not(all(test, loom)))]
 #[allow(unused_imports)]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(all(test, loom))]
 #[allow(unused_imports)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(all(test, loom))]
 #[allow(unused_imports)]
 pub(crate) use loom_shim::{set_timed_waits_expire, Condvar, Mutex, MutexGuard, WaitTimeoutResult};

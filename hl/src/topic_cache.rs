@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use parking_lot::RwLock;
 use rdkafka_ll as ll;
 
-use crate::deliveries::DeliveryTable;
 use crate::error::{Error, Result};
 use crate::native::NativeClient;
+use crate::topic_names;
 
 /// An owned `rd_kafka_topic_t` reference.
 struct TopicHandle(NonNull<ll::rd_kafka_topic_t>);
@@ -48,7 +48,7 @@ struct LastTopic {
     index: u32,
 }
 
-/// Topic handles by name, with each topic's index in the delivery table.
+/// Topic handles by name, with each topic's index in `topic_names`.
 ///
 /// Sending with a handle (`RD_KAFKA_VTYPE_RKT`) spares librdkafka a look-up
 /// of the name, and this crate a C string, on every send.
@@ -77,12 +77,11 @@ impl TopicCache {
         }
     }
 
-    /// Returns the handle and delivery-table index of `name`, creating the
+    /// Returns the handle and topic index (`topic_names`) of `name`, creating the
     /// handle on first use.
     pub(crate) fn get(
         &self,
         client: &NativeClient,
-        deliveries: &DeliveryTable,
         name: &str,
     ) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
         // The handle stays valid while this cache lives, and the id
@@ -95,7 +94,7 @@ impl TopicCache {
             return Ok(found);
         }
 
-        let found = self.get_shared(client, deliveries, name)?;
+        let found = self.get_shared(client, name)?;
         LAST_TOPIC.with(|last| {
             *last.borrow_mut() = Some(LastTopic {
                 cache: self.id,
@@ -111,7 +110,6 @@ impl TopicCache {
     fn get_shared(
         &self,
         client: &NativeClient,
-        deliveries: &DeliveryTable,
         name: &str,
     ) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
         {
@@ -148,9 +146,8 @@ impl TopicCache {
         // conf takes the client's default topic configuration.
         let raw = unsafe { ll::rd_kafka_topic_new(client.as_ptr(), c_name.as_ptr(), std::ptr::null_mut()) };
         let handle = NonNull::new(raw).map(TopicHandle).ok_or_else(|| invalid("librdkafka rejected it"))?;
-        let index = deliveries
-            .topic_index(name)
-            .ok_or_else(|| invalid("the producer already sends to 2^27 other topics, its maximum"))?;
+        let index =
+            topic_names::index(name).ok_or_else(|| invalid("this process already sent to 2^27 other topics, the maximum"))?;
         let pointer = handle.0.as_ptr();
         let position = topics.entries.len();
         topics.entries.push((name.into(), handle, index));

@@ -251,7 +251,7 @@ fn send_share(producer: &Producer, topic: &str, first_id: usize, deadline: &Dead
             Err(Error::TimedOut { .. }) => deadline.fail(format!("record {id} has no delivery result")),
             Err(error) => panic!("delivery of record {id} failed: {error}"),
         };
-        assert_eq!(&*delivery.topic, topic, "topic in the delivery of record {id}");
+        assert_eq!(delivery.topic, topic, "topic in the delivery of record {id}");
         deliveries.push((id, delivery));
     }
     deliveries
@@ -465,7 +465,7 @@ fn futures_await(target: &Target) {
         .send(Record::to(&topic).key("awaited").value("awaited value"))
         .unwrap_or_else(|error| panic!("send failed: {error}"));
     let delivery = block_on(future, WAIT_TIMEOUT, "the awaited delivery").unwrap_or_else(|error| panic!("awaited delivery failed: {error}"));
-    assert_eq!((&*delivery.topic, delivery.partition, delivery.offset), (topic.as_str(), 0, 0), "awaited delivery");
+    assert_eq!((delivery.topic, delivery.partition, delivery.offset), (topic.as_str(), 0, 0), "awaited delivery");
 
     let consumer = new_consumer(target, &unique_name("hl-futures-await"));
     consumer

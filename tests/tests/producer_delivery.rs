@@ -211,7 +211,7 @@ fn deliveries_by_id(watched: Vec<WatchedDelivery>, counter: &ResolutionCounter, 
         let delivery = watched
             .into_result()
             .unwrap_or_else(|error| panic!("delivery of record {id} failed: {error}"));
-        assert_eq!(&*delivery.topic, topic, "topic in the delivery of record {id}");
+        assert_eq!(delivery.topic, topic, "topic in the delivery of record {id}");
         assert!(deliveries[id].is_none(), "record {id} has two delivery futures");
         deliveries[id] = Some(delivery);
     }

@@ -1,0 +1,101 @@
+//! An array that grows without moving its elements, so that other threads
+//! may read them without a lock while it grows.
+//!
+//! Segment `k` has `FIRST_SEGMENT << k` elements and is allocated on
+//! first use, so the capacity at most doubles what is used, and an element
+//! keeps its address for the life of the array. Readers find a segment
+//! with one acquire load ([`OnceLock::get`]).
+
+use std::sync::OnceLock;
+
+/// The length of the first segment. The models of `model_check` use a
+/// short one, because each element of a segment there is a set of `loom`
+/// atomics that every execution creates.
+#[cfg(not(all(test, loom)))]
+const FIRST_SEGMENT: usize = 64;
+#[cfg(all(test, loom))]
+const FIRST_SEGMENT: usize = 2;
+
+/// Enough segments for every `u32` index: with the first segment of 64,
+/// 27 segments hold 64 * (2^27 - 1) elements, more than 2^32. The models'
+/// short first segment covers fewer, which they never reach.
+const SEGMENTS: usize = 27;
+
+/// The array. Elements are made by the function given to [`Segments::new`]
+/// when their segment is allocated, and live until the array is dropped.
+pub(crate) struct Segments<T> {
+    segments: [OnceLock<Box<[T]>>; SEGMENTS],
+    make: fn() -> T,
+}
+
+impl<T> Segments<T> {
+    /// Creates an empty array whose elements start as `make()` returns them.
+    pub(crate) const fn new(make: fn() -> T) -> Self {
+        Self {
+            segments: [const { OnceLock::new() }; SEGMENTS],
+            make,
+        }
+    }
+
+    /// Returns the element at `index`, or `None` when its segment has not
+    /// been allocated.
+    pub(crate) fn get(&self, index: u32) -> Option<&T> {
+        let (segment, offset) = locate(index);
+        self.segments.get(segment)?.get()?.get(offset)
+    }
+
+    /// Returns the element at `index`, allocating its segment first when
+    /// needed. Threads that allocate the same segment at once wait for one
+    /// another, and one allocation wins.
+    pub(crate) fn get_or_allocate(&self, index: u32) -> &T {
+        let (segment, offset) = locate(index);
+        let elements = self.segments[segment].get_or_init(|| (0..FIRST_SEGMENT << segment).map(|_| (self.make)()).collect());
+        &elements[offset]
+    }
+}
+
+/// Returns the segment of `index` and its offset there. Segment `k` starts
+/// at `FIRST_SEGMENT * (2^k - 1)`.
+fn locate(index: u32) -> (usize, usize) {
+    let position = index as usize / FIRST_SEGMENT + 1;
+    let segment = (usize::BITS - 1 - position.leading_zeros()) as usize;
+    let start = FIRST_SEGMENT * ((1 << segment) - 1);
+    (segment, index as usize - start)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_covers_indexes_in_order() {
+        let mut expected = (0, 0);
+        for index in 0..FIRST_SEGMENT as u32 * 15 {
+            assert_eq!(locate(index), expected, "segment and offset of index {index}");
+            expected.1 += 1;
+            if expected.1 == FIRST_SEGMENT << expected.0 {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn locate_fits_the_largest_index() {
+        let (segment, offset) = locate(u32::MAX);
+        assert!(segment < SEGMENTS, "u32::MAX falls in segment {segment}");
+        assert!(offset < FIRST_SEGMENT << segment, "offset {offset} is past segment {segment}");
+    }
+
+    #[test]
+    fn elements_keep_their_address() {
+        let segments = Segments::new(|| 7u64);
+        assert!(segments.get(0).is_none(), "an element before its segment was allocated");
+
+        let first: *const u64 = segments.get_or_allocate(3);
+        for index in 0..(FIRST_SEGMENT as u32) * 8 {
+            assert_eq!(*segments.get_or_allocate(index), 7, "initial value at {index}");
+        }
+        assert_eq!(segments.get(3).map(|element| element as *const u64), Some(first), "address of element 3");
+        assert!(segments.get(FIRST_SEGMENT as u32 * 64).is_none(), "an element of a segment never allocated");
+    }
+}
