@@ -3,11 +3,15 @@
 //!
 //! This is the producer's side of the paired queue, specialised for volume.
 //! A send costs one slot of 24 bytes and an 8-byte future, with no
-//! allocation of its own unless it has owned payloads. A whole
+//! allocation of its own unless it has owned payloads. A send without
+//! owned payloads takes its slot from a block that its thread claimed
+//! under the lock, 16 slots at a time, so most sends take no lock. A whole
 //! delivery-report event is applied under one lock. The invariants:
 //!
 //! 1. A slot is taken ([`DeliveryTable::register`]) before
-//!    `rd_kafka_produceva` can report the send.
+//!    `rd_kafka_produceva` can report the send. A thread writes the slots
+//!    of its block without the lock. Nothing else writes them before the
+//!    send's id reaches librdkafka, which reports only after that.
 //! 2. The lock is held only inside this module's methods, which call
 //!    neither librdkafka nor user code: wakers are woken and payloads
 //!    dropped after the lock is released.
@@ -20,18 +24,20 @@
 //!    arrived and its future is done with it, so memory is bounded by the
 //!    sends in flight plus the results not yet read.
 //!
-//! Reading a delivered result takes no lock: the future reads its slot and
-//! frees it with one compare-exchange (see [`SlotCell`]). Futures hold no
-//! reference count either: the table holds a strong reference to itself
+//! Reading a delivered result takes no lock either: the future reads its
+//! slot and frees it with one compare-exchange (see [`SlotCell`]). Futures
+//! hold no reference count: the table holds a strong reference to itself
 //! until it closes, and after that while a future owns a slot. Atomic
-//! read-modify-write operations were the main cost per message in
-//! profiles on a virtual machine (about 10 ns each), and reading a result
-//! with the lock and an `Arc<str>` topic took four of them.
+//! read-modify-write operations were a main cost per message in profiles
+//! on a virtual machine (about 10 ns each). With a lock for each and an
+//! `Arc<str>` topic, a send and the read of its result took six of them.
+//! They take one now.
 
 // A delivery result is moved once, from the table to its future; boxing
 // the error would cost an allocation per failed delivery instead.
 #![allow(clippy::result_large_err)]
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -42,7 +48,7 @@ use crate::error::{Error, ErrorCode, KafkaError};
 use crate::message::Timestamp;
 use crate::payload::OwnedPayload;
 use crate::segments::Segments;
-use crate::sync::{Arc, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Condvar, Mutex, Ordering};
 use crate::{table_registry, topic_names};
 
 /// The place a message was stored: the result of a successful send.
@@ -123,10 +129,25 @@ pub(crate) type Payloads = (Option<OwnedPayload>, Option<OwnedPayload>);
 /// The highest slot index: ids store the index + 1 in 32 bits.
 const MAX_INDEX: u32 = u32::MAX - 1;
 
-/// How many slots after the cursor `register` checks before it makes a
-/// new one. More checks find more of the slots freed out of order, at the
-/// price of more reads while most slots are in use.
-const FREE_SLOT_CHECKS: u32 = 4;
+/// How many slots a block has: a thread takes a block of free slots under
+/// the table's lock, then registers that many sends without it. A slot is
+/// reused only with its whole block, so an unread future keeps at most
+/// this many slots from reuse. The models of `model_check` use short
+/// blocks, to keep the interleavings few.
+#[cfg(not(all(test, loom)))]
+const BLOCK_LEN: u32 = 16;
+#[cfg(all(test, loom))]
+const BLOCK_LEN: u32 = 2;
+
+/// How many blocks after the cursor a claim checks for a free one before
+/// it makes a new one. More checks find more of the blocks freed out of
+/// order, at the price of more reads while most blocks are in use.
+const FREE_BLOCK_CHECKS: u32 = 4;
+
+/// How many producers' blocks a thread keeps at once. A thread that sends
+/// through more producers in turn gives up the oldest block, and claims a
+/// new one when it comes back to that producer.
+const BLOCKS_PER_THREAD: usize = 4;
 
 // Slot states, in the lowest 3 bits of `Slot::word`.
 const FREE: u32 = 0;
@@ -141,6 +162,8 @@ const FAILED: u32 = 4;
 /// Delivered and not read when the producer closed. Its future reads it
 /// under the lock, to count the futures that keep the table alive.
 const DELIVERED_KEPT: u32 = 5;
+/// In a thread's block, not used yet.
+const RESERVED: u32 = 6;
 const STATE_MASK: u32 = 0b111;
 
 // Timestamp kinds, in bits 3 and 4 of `Slot::word`.
@@ -159,7 +182,7 @@ const _: () = assert!(topic_names::MAX_TOPICS == 1 << (32 - TOPIC_SHIFT));
 ///
 /// | state | `first` | `second` | `partition` |
 /// |---|---|---|---|
-/// | `FREE` | | | |
+/// | `FREE`, `RESERVED` | | | |
 /// | `WAITING`, `ORPHANED` | waker + 1, or 0 | payloads + 1, or 0 | generation |
 /// | `DELIVERED`, `DELIVERED_KEPT` | offset | timestamp | partition |
 /// | `FAILED` | error code | payloads + 1, or 0 | |
@@ -233,6 +256,7 @@ impl SlotCell {
     }
 
     /// Writes the slot, the word last. Only under the table's lock.
+    #[inline]
     fn store(&self, slot: Slot) {
         self.first.store(slot.first, Ordering::Relaxed);
         self.second.store(slot.second, Ordering::Relaxed);
@@ -252,6 +276,7 @@ impl SlotCell {
     /// Freeing is the last access: once it is done, `register` may reuse
     /// the slot, and a closed table that counted no other future may be
     /// freed.
+    #[inline]
     fn take_delivered(&self) -> Option<Delivery> {
         let word = self.word.load(Ordering::Acquire);
         if word & STATE_MASK != DELIVERED {
@@ -321,20 +346,84 @@ impl<T> SideTable<T> {
     }
 }
 
+/// A block of slots that one thread registers sends into without the
+/// table's lock, as the table sees it.
+struct SharedBlock {
+    /// The block's first slot.
+    start: u32,
+    /// Sends registered in the block so far. Only the thread that owns the
+    /// block writes it, after writing the send's slot, so it needs no
+    /// read-modify-write.
+    used: AtomicU32,
+    /// Set by the owning thread once it registers nothing more here.
+    abandoned: AtomicBool,
+}
+
+/// A thread's block of one table (see [`BLOCKS`]).
+struct LocalBlock {
+    /// [`DeliveryTable::id`] of the table.
+    table: u64,
+    generation: u16,
+    /// Sends registered so far: `shared.used`, without the atomic load.
+    used: u32,
+    shared: Arc<SharedBlock>,
+}
+
+impl Drop for LocalBlock {
+    fn drop(&mut self) {
+        // The thread ends, or gives the block up: the table counts its
+        // sends and frees its unused slots at its next claim.
+        self.shared.abandoned.store(true, Ordering::Release);
+    }
+}
+
+/// The block that sends with owned payloads use, under the table's lock.
+struct LockedBlock {
+    start: u32,
+    used: u32,
+    generation: u16,
+}
+
+#[cfg(not(all(test, loom)))]
+std::thread_local! {
+    /// This thread's blocks, at most [`BLOCKS_PER_THREAD`], each of a
+    /// different table.
+    static BLOCKS: RefCell<Vec<LocalBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+// `loom` runs a model's threads on one thread, so they need its own
+// thread-local storage, whose macro takes no `const` initialiser.
+#[cfg(all(test, loom))]
+loom::thread_local! {
+    static BLOCKS: RefCell<Vec<LocalBlock>> = RefCell::new(Vec::new());
+}
+
+/// The source of [`DeliveryTable::id`]s, which are never reused, unlike
+/// table numbers.
+static NEXT_TABLE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The part of the table under its lock.
 struct Table {
-    /// Slots made so far: every index below it is allocated in
-    /// [`DeliveryTable::slots`].
+    /// Slots made so far, a multiple of [`BLOCK_LEN`]: every index below
+    /// it is allocated in [`DeliveryTable::slots`].
     len: u32,
-    /// The slot `register` checks first for reuse.
+    /// The first slot of the block that a claim checks first for reuse.
     cursor: u32,
-    /// Stamped into each new send's id, so that a report can never
-    /// resolve a later send in the same slot.
+    /// Stamped into the ids of each new block's sends, so that a report
+    /// can never resolve a later send in the same slot.
     next_generation: u16,
     wakers: SideTable<Waker>,
     payloads: SideTable<Box<Payloads>>,
-    /// Slots in `WAITING` or `ORPHANED`: sends without a report.
-    unreported: usize,
+    /// Sends without a report, less those registered in `blocks`: the
+    /// reports of those are subtracted here before their sends are added,
+    /// so this may be negative. See [`DeliveryTable::unreported_locked`].
+    unreported: i64,
+    /// The blocks of sending threads whose sends are not yet counted in
+    /// `unreported`.
+    blocks: Vec<Arc<SharedBlock>>,
+    /// The block that sends with owned payloads take their slots from,
+    /// under the lock.
+    locked_block: Option<LockedBlock>,
     closed: bool,
     /// Once closed: the slots that a future (or a sender about to make
     /// one) still owns, counted by the close.
@@ -375,6 +464,13 @@ pub(crate) struct DeliveryTable {
     /// The table's number in `table_registry`, in the top 16 bits of every
     /// id it gives out.
     number: u16,
+    /// A number no other table in the process ever has, which names the
+    /// table in threads' [`BLOCKS`].
+    id: u64,
+    /// `Table::closed`, for sends that do not take the lock. It only turns
+    /// away sends made after the close. The producer closes its table only
+    /// when no send can run any more, because its close takes `&mut self`.
+    closed: AtomicBool,
     /// The slots, which never move, so that futures can read their own
     /// without the lock.
     slots: Segments<SlotCell>,
@@ -392,20 +488,13 @@ pub(crate) struct DeliveryTable {
 
 /// Splits an id into the slot index and the generation. An id of 0 gives
 /// an index past every slot.
+#[inline]
 fn split_id(id: u64) -> (u32, u32) {
     ((id as u32).wrapping_sub(1), ((id >> 32) & 0xffff) as u32)
 }
 
-/// Returns the index after `index` in a ring of `len` slots.
-fn next_index(index: u32, len: u32) -> u32 {
-    if index + 1 >= len {
-        0
-    } else {
-        index + 1
-    }
-}
-
 /// Returns the number of the table that gave out `id`.
+#[inline]
 fn table_number(id: u64) -> u16 {
     (id >> 48) as u16
 }
@@ -417,6 +506,8 @@ impl DeliveryTable {
         let number = table_registry::claim()?;
         let table = Arc::new(Self {
             number,
+            id: NEXT_TABLE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            closed: AtomicBool::new(false),
             slots: Segments::new(SlotCell::free),
             table: Mutex::new(Table {
                 len: 0,
@@ -425,6 +516,8 @@ impl DeliveryTable {
                 wakers: SideTable::new(),
                 payloads: SideTable::new(),
                 unreported: 0,
+                blocks: Vec::new(),
+                locked_block: None,
                 closed: false,
                 future_slots: 0,
                 self_reference: None,
@@ -444,6 +537,7 @@ impl DeliveryTable {
     }
 
     /// Returns slot `index`, which must be below `Table::len`.
+    #[inline]
     fn cell(&self, index: u32) -> &SlotCell {
         self.slots.get_or_allocate(index)
     }
@@ -461,57 +555,200 @@ impl DeliveryTable {
         (index < table.len).then(|| (index, self.cell(index).state()))
     }
 
-    /// Finds a slot for a new send: a free one among the next few from the
-    /// cursor, or a new one. Returns `None` when every index is taken.
-    ///
-    /// The cursor moves past every slot checked, so it passes a stretch of
-    /// slots in use faster than sends fill slots behind it.
-    fn free_index(&self, table: &mut Table) -> Option<u32> {
-        for _ in 0..FREE_SLOT_CHECKS.min(table.len) {
-            let index = table.cursor;
-            table.cursor = next_index(index, table.len);
-            if self.cell(index).state() == FREE {
-                return Some(index);
-            }
-        }
-
-        let index = table.len;
-        if index > MAX_INDEX {
-            return None;
-        }
-        self.slots.get_or_allocate(index);
-        table.len += 1;
-        Some(index)
-    }
-
     /// Takes a slot for a send to the topic with index `topic`
     /// ([`topic_names::index`]) and returns its id, which is never 0 (a
     /// NULL opaque). Hands the payloads back when the table is closed, or
-    /// when 2^32 - 1 sends are unread, which memory does not allow.
+    /// when 2^32 - 1 slots are in use, which memory does not allow.
+    ///
+    /// A send without owned payloads takes the next slot of the calling
+    /// thread's block, with no lock and no atomic read-modify-write,
+    /// unless the block is used up. One with owned payloads stores them
+    /// under the lock.
+    #[inline]
     pub(crate) fn register(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
         debug_assert!(topic < topic_names::MAX_TOPICS, "topic index {topic} out of range");
+        if payloads.is_some() {
+            return self.register_locked(topic, payloads);
+        }
+        BLOCKS.with(|blocks| match blocks.try_borrow_mut() {
+            Ok(mut blocks) => self.register_in_block(&mut blocks, topic).ok_or(None),
+            // Only a send from a thread-local destructor gets here.
+            Err(_) => self.register_locked(topic, None),
+        })
+    }
+
+    /// Registers a send in the calling thread's block of this table,
+    /// claiming a block first when the thread has none left.
+    #[inline]
+    fn register_in_block(self: &Arc<Self>, blocks: &mut Vec<LocalBlock>, topic: u32) -> Option<u64> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let position = match blocks.iter().position(|block| block.table == self.id) {
+            Some(position) if blocks[position].used < BLOCK_LEN => position,
+            found => {
+                let used_up = found.map(|position| blocks.swap_remove(position));
+                let block = self.claim_thread_block(used_up)?;
+                if blocks.len() == BLOCKS_PER_THREAD {
+                    blocks.remove(0);
+                }
+                blocks.push(block);
+                blocks.len() - 1
+            }
+        };
+
+        let block = &mut blocks[position];
+        let index = block.shared.start + block.used;
+        self.cell(index).store(waiting(topic, block.generation, 0));
+        block.used += 1;
+        // `Release`: a flush that counts this send sees its slot waiting.
+        block.shared.used.store(block.used, Ordering::Release);
+        Some(self.slot_id(block.generation, index))
+    }
+
+    /// Claims a block for the calling thread, giving back its used-up block
+    /// of this table, if any. Returns `None` when the table is closed or
+    /// every slot index is in use.
+    #[cold]
+    fn claim_thread_block(self: &Arc<Self>, used_up: Option<LocalBlock>) -> Option<LocalBlock> {
+        let mut table = self.table.lock();
+        if let Some(used_up) = &used_up {
+            // Its sends move into `unreported`, unless a close forgot the
+            // block already.
+            let listed = table.blocks.len();
+            table.blocks.retain(|shared| !Arc::ptr_eq(shared, &used_up.shared));
+            if table.blocks.len() < listed {
+                table.unreported += i64::from(used_up.used);
+            }
+        }
+        if table.closed {
+            return None;
+        }
+        let (start, generation) = self.claim_block(&mut table)?;
+        let shared = Arc::new(SharedBlock {
+            start,
+            used: AtomicU32::new(0),
+            abandoned: AtomicBool::new(false),
+        });
+        table.blocks.push(Arc::clone(&shared));
+        drop(table);
+
+        // Dropped with no lock held: its drop only marks it abandoned,
+        // which no longer matters once the table counted it.
+        drop(used_up);
+        Some(LocalBlock {
+            table: self.id,
+            generation,
+            used: 0,
+            shared,
+        })
+    }
+
+    /// Registers a send under the lock, in the table's own block.
+    #[inline(never)]
+    fn register_locked(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
         let mut table = self.table.lock();
         if table.closed {
             return Err(payloads);
         }
-        let Some(index) = self.free_index(&mut table) else {
-            return Err(payloads);
+        let (start, used, generation) = match &table.locked_block {
+            Some(block) if block.used < BLOCK_LEN => (block.start, block.used, block.generation),
+            _ => {
+                let Some((start, generation)) = self.claim_block(&mut table) else {
+                    return Err(payloads);
+                };
+                (start, 0, generation)
+            }
+        };
+        table.locked_block = Some(LockedBlock {
+            start,
+            used: used + 1,
+            generation,
+        });
+
+        let index = start + used;
+        let payloads = payloads.map_or(0, |payloads| table.payloads.insert(payloads));
+        self.cell(index).store(waiting(topic, generation, payloads));
+        table.unreported += 1;
+        Ok(self.slot_id(generation, index))
+    }
+
+    /// Finds a block of free slots, marks them reserved and returns the
+    /// first one with the block's generation. Checks the next few blocks
+    /// from the cursor, else makes a new one. Returns `None` when every
+    /// slot index is in use.
+    ///
+    /// Also counts the sends of blocks that their threads abandoned, and
+    /// frees their unused slots.
+    fn claim_block(self: &Arc<Self>, table: &mut Table) -> Option<(u32, u16)> {
+        self.settle_abandoned(table);
+
+        let mut found = None;
+        for _ in 0..FREE_BLOCK_CHECKS.min(table.len / BLOCK_LEN) {
+            let start = table.cursor;
+            table.cursor = if start + BLOCK_LEN >= table.len { 0 } else { start + BLOCK_LEN };
+            if (start..start + BLOCK_LEN).all(|index| self.cell(index).state() == FREE) {
+                found = Some(start);
+                break;
+            }
+        }
+        let start = match found {
+            Some(start) => start,
+            None => {
+                let start = table.len;
+                if start > MAX_INDEX - (BLOCK_LEN - 1) {
+                    return None;
+                }
+                // A block lies within one segment: segments are multiples
+                // of `BLOCK_LEN` long and start at multiples of it.
+                self.slots.get_or_allocate(start);
+                table.len += BLOCK_LEN;
+                start
+            }
         };
 
+        for index in start..start + BLOCK_LEN {
+            self.cell(index).word.store(RESERVED, Ordering::Relaxed);
+        }
         let generation = table.next_generation;
         table.next_generation = generation.wrapping_add(1);
-        let payloads = payloads.map_or(0, |payloads| table.payloads.insert(payloads));
-        self.cell(index).store(Slot {
-            first: 0,
-            second: payloads,
-            partition: i32::from(generation),
-            word: WAITING | (topic << TOPIC_SHIFT),
-        });
-        table.unreported += 1;
         if table.self_reference.is_none() {
             table.self_reference = Some(Arc::clone(self));
         }
-        Ok((u64::from(self.number) << 48) | (u64::from(generation) << 32) | (u64::from(index) + 1))
+        Some((start, generation))
+    }
+
+    /// Counts the sends of abandoned blocks in `unreported`, frees their
+    /// unused slots and forgets them.
+    fn settle_abandoned(&self, table: &mut Table) {
+        let mut settled = 0;
+        table.blocks.retain(|shared| {
+            // `Acquire`: the thread's writes to the block come before its
+            // abandonment.
+            if !shared.abandoned.load(Ordering::Acquire) {
+                return true;
+            }
+            let used = shared.used.load(Ordering::Relaxed);
+            for index in shared.start + used..shared.start + BLOCK_LEN {
+                self.cell(index).free_under_lock();
+            }
+            settled += i64::from(used);
+            false
+        });
+        table.unreported += settled;
+    }
+
+    /// Returns the number of sends without a report: those counted in the
+    /// table, plus those in blocks that threads are still filling.
+    fn unreported_locked(&self, table: &Table) -> i64 {
+        let in_blocks: i64 = table.blocks.iter().map(|shared| i64::from(shared.used.load(Ordering::Acquire))).sum();
+        table.unreported + in_blocks
+    }
+
+    /// Makes the id of slot `index` in a block with `generation`.
+    #[inline]
+    fn slot_id(&self, generation: u16, index: u32) -> u64 {
+        (u64::from(self.number) << 48) | (u64::from(generation) << 32) | (u64::from(index) + 1)
     }
 
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
@@ -537,7 +774,7 @@ impl DeliveryTable {
         };
         self.cell(index).free_under_lock();
         let last = table.disown();
-        let idle = table.unreported == 0;
+        let idle = self.unreported_locked(&table) == 0;
         drop(table);
 
         // No future saw this send, so there is no waker; dropped here in
@@ -612,6 +849,7 @@ impl DeliveryTable {
             return applied;
         }
         table.closed = true;
+        self.closed.store(true, Ordering::Relaxed);
 
         let mut owned = 0;
         for index in 0..table.len {
@@ -640,6 +878,7 @@ impl DeliveryTable {
             }
         }
         table.unreported = 0;
+        table.blocks.clear();
         table.future_slots = owned;
         let last = if owned == 0 { table.self_reference.take() } else { None };
         drop(table);
@@ -653,7 +892,8 @@ impl DeliveryTable {
 
     /// Returns the number of sends without a report.
     pub(crate) fn unreported(&self) -> usize {
-        self.table.lock().unreported
+        let table = self.table.lock();
+        usize::try_from(self.unreported_locked(&table)).unwrap_or(0)
     }
 
     /// Waits until every send has its report, up to `timeout`. Returns
@@ -661,11 +901,11 @@ impl DeliveryTable {
     pub(crate) fn wait_until_reported(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut table = self.table.lock();
-        while table.unreported > 0 {
+        while self.unreported_locked(&table) > 0 {
             match deadline {
                 Some(deadline) => {
                     if self.changed.wait_until(&mut table, deadline).timed_out() {
-                        return table.unreported == 0;
+                        return self.unreported_locked(&table) == 0;
                     }
                 }
                 None => self.changed.wait(&mut table),
@@ -823,6 +1063,16 @@ struct Released {
     last: LastReference,
 }
 
+/// Builds the slot of a new send, awaiting its report.
+fn waiting(topic: u32, generation: u16, payloads: i64) -> Slot {
+    Slot {
+        first: 0,
+        second: payloads,
+        partition: i32::from(generation),
+        word: WAITING | (topic << TOPIC_SHIFT),
+    }
+}
+
 /// Builds the resolved slot of a delivered send.
 fn delivered(word: u32, outcome: Outcome) -> Slot {
     let (kind, stamp) = match outcome.timestamp {
@@ -850,6 +1100,7 @@ fn failed(slot: Slot, code: i32) -> Slot {
 }
 
 /// Reads the delivery out of a `DELIVERED` or `DELIVERED_KEPT` slot.
+#[inline]
 fn delivery_of(slot: Slot) -> Delivery {
     let stamp = slot.second;
     let timestamp = match (slot.word >> STAMP_SHIFT) & 0b11 {
@@ -942,6 +1193,7 @@ impl DeliveryFuture {
     }
 
     /// Returns the table. Only called while `id` is not [`TAKEN`].
+    #[inline]
     fn table(&self) -> &DeliveryTable {
         debug_assert!(self.id != TAKEN, "the table of a taken future was used");
         let table = table_registry::get(table_number(self.id));
@@ -958,11 +1210,13 @@ impl DeliveryFuture {
 
     /// Returns this future's slot. Only called while `id` is not
     /// [`TAKEN`], when the slot is allocated.
+    #[inline]
     fn cell(&self) -> Option<&SlotCell> {
         self.table().slots.get(split_id(self.id).0)
     }
 
     /// Takes a delivered result without the table's lock, the common case.
+    #[inline]
     fn take_delivered(&mut self) -> Option<Delivery> {
         let delivery = self.cell()?.take_delivered()?;
         self.id = TAKEN;
@@ -981,20 +1235,12 @@ impl DeliveryFuture {
     /// [`Error::OnEventThread`] unless the report is already there:
     /// blocking that thread would hold up every report that no sending
     /// thread happens to serve, possibly this one too.
+    #[inline]
     pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
-        if let Some(delivery) = self.take_delivered() {
-            return Ok(delivery);
+        match self.take_delivered() {
+            Some(delivery) => Ok(delivery),
+            None => self.wait_under_lock(None),
         }
-        if self.would_block_event_thread() {
-            return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
-        }
-
-        let (result, last) = self.table().wait_slot(self.id, None);
-        self.id = TAKEN;
-        // Dropping the last reference may free the table, which nothing
-        // borrows any more.
-        drop(last);
-        result.unwrap_or_else(|| Err(Error::Closed { operation: "delivery" }.into()))
     }
 
     /// Blocks until the delivery report arrives, or returns
@@ -1004,23 +1250,33 @@ impl DeliveryFuture {
     /// On the producer's own event thread it returns
     /// [`Error::OnEventThread`] unless the report is already there, as
     /// [`wait`](Self::wait) does.
+    #[inline]
     pub fn wait_timeout(mut self, timeout: Duration) -> Result<Delivery, DeliveryError> {
-        if let Some(delivery) = self.take_delivered() {
-            return Ok(delivery);
+        match self.take_delivered() {
+            Some(delivery) => Ok(delivery),
+            None => self.wait_under_lock(Some(timeout)),
         }
+    }
+
+    /// Waits for a result that is not delivered yet, or delivered after
+    /// the close, under the table's lock: the rest of
+    /// [`wait`](Self::wait) and [`wait_timeout`](Self::wait_timeout).
+    #[inline(never)]
+    fn wait_under_lock(mut self, timeout: Option<Duration>) -> Result<Delivery, DeliveryError> {
         if self.would_block_event_thread() {
             return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
         }
 
-        let (result, last) = self.table().wait_slot(self.id, Some(timeout));
-        match result {
-            Some(result) => {
-                self.id = TAKEN;
-                drop(last);
-                result
-            }
-            None => Err(Error::TimedOut { operation: "delivery report", timeout }.into()),
-        }
+        let (result, last) = self.table().wait_slot(self.id, timeout);
+        let Some(result) = result else {
+            let timeout = timeout.unwrap_or(Duration::MAX);
+            return Err(Error::TimedOut { operation: "delivery report", timeout }.into());
+        };
+        self.id = TAKEN;
+        // Dropping the last reference may free the table, which nothing
+        // borrows any more.
+        drop(last);
+        result
     }
 
     /// Returns whether the result has arrived, without blocking.
@@ -1048,8 +1304,20 @@ impl Future for DeliveryFuture {
 }
 
 impl Drop for DeliveryFuture {
+    #[inline]
     fn drop(&mut self) {
-        if self.id == TAKEN || self.cell().is_some_and(SlotCell::drop_delivered) {
+        if self.id != TAKEN {
+            self.release();
+        }
+    }
+}
+
+impl DeliveryFuture {
+    /// Lets go of the slot of a future dropped before its result was taken.
+    #[inline(never)]
+    fn release(&mut self) {
+        if self.cell().is_some_and(SlotCell::drop_delivered) {
+            self.id = TAKEN;
             return;
         }
         let released = self.table().release(self.id);
@@ -1334,31 +1602,32 @@ mod tests {
             assert_eq!(future.wait().unwrap().offset, round, "offset in round {round}");
         }
 
-        assert_eq!(table.table.lock().len, 1, "slots made for 100 sends read one by one");
+        assert_eq!(table.table.lock().len, BLOCK_LEN, "slots made for 100 sends read one by one");
     }
 
     #[test]
     fn out_of_order_reads_free_slots() {
         let table = DeliveryTable::new();
-        let mut futures = std::collections::VecDeque::new();
-        for round in 0..1000 {
+        // Nine sends in ten are read 20 sends later, the tenth 200 later.
+        let (mut soon, mut late) = (std::collections::VecDeque::new(), std::collections::VecDeque::new());
+        for round in 0..10_000 {
             let id = table.register(0, None).unwrap();
-            futures.push_back(DeliveryFuture::new(&table, id));
             table.apply(&[(id, delivered(round))]).finish();
-            // Keep every tenth future unread for a while: the others free
-            // their slots around it.
-            if futures.len() > 20 {
-                let future = futures.pop_front().unwrap();
-                if round % 10 != 0 {
-                    assert!(future.wait().is_ok(), "the delivered result of round {round}");
-                } else {
-                    futures.push_back(future);
+            let queue = if round % 10 == 0 { &mut late } else { &mut soon };
+            queue.push_back((round, DeliveryFuture::new(&table, id)));
+
+            for queue in [&mut soon, &mut late] {
+                if queue.len() > 20 {
+                    let (sent, future) = queue.pop_front().unwrap();
+                    assert_eq!(future.wait().unwrap().offset, sent, "offset of the send of round {sent}");
                 }
             }
         }
 
+        // Each unread result keeps at most its block from reuse.
         let len = table.table.lock().len;
-        assert!(len <= 200, "{len} slots made for at most {} unread results", futures.len() + 1);
+        let unread = (soon.len() + late.len()) as u32;
+        assert!(len <= (unread + 2) * BLOCK_LEN, "{len} slots made for {unread} unread results");
     }
 
     #[test]

@@ -846,6 +846,54 @@ fn delivery_sender_serves_reports() {
     });
 }
 
+/// Sends without owned payloads, which take slots from their thread's
+/// block without the lock: two threads send and wait while the event
+/// thread applies the reports. The threads then end, which abandons their
+/// blocks, and a send from the main thread, which claims a block and so
+/// counts the abandoned ones, is flushed.
+#[test]
+fn delivery_thread_blocks() {
+    check(|| {
+        let table = DeliveryTable::new();
+        let queue = EventQueue::new();
+
+        let events = {
+            let (table, queue) = (Arc::clone(&table), Arc::clone(&queue));
+            loom::thread::spawn(move || {
+                for _ in 0..3 {
+                    let (id, index) = queue.pop().unwrap();
+                    let applied = table.apply(&[(id, delivered(index))]);
+                    assert_eq!(applied.unknown, 0, "the report of send {index} matched no send");
+                    assert!(applied.finish().is_empty(), "a report retained payloads");
+                }
+            })
+        };
+        let senders: Vec<_> = (0..2)
+            .map(|index| {
+                let (table, queue) = (Arc::clone(&table), Arc::clone(&queue));
+                loom::thread::spawn(move || {
+                    let id = table.register(0, None).unwrap();
+                    queue.push((id, index));
+                    assert_delivered(DeliveryFuture::new(&table, id).wait(), index);
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+
+        let id = table.register(0, None).unwrap();
+        assert_eq!(table.unreported(), 1, "sends without a report, after two reported ones and a new one");
+        queue.push((id, 2));
+        assert!(table.wait_until_reported(TIMEOUT), "the flush ended before the last report");
+        assert_eq!(table.unreported(), 0);
+        assert_delivered(DeliveryFuture::new(&table, id).wait(), 2);
+
+        events.join().unwrap();
+        assert_table_freed(table);
+    });
+}
+
 /// Futures that outlive the producer: the event thread has the last
 /// handle on the table and closes and drops it after applying the
 /// reports, while one future is read and the other dropped on other

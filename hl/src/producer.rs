@@ -391,36 +391,47 @@ impl Producer {
     ///
     /// As [`send`](Self::send); [`ErrorCode::QUEUE_FULL`] when the queue is
     /// still full after `timeout`.
+    #[inline]
     pub fn send_wait<'a>(&self, mut record: Record<'a>, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
         // On the event thread no report can arrive while this call waits.
         if self.events.is_current() {
             return self.send(record);
         }
+        let seen = self.deliveries.progress();
+        match self.send_record(&mut record) {
+            Ok(future) => Ok(future),
+            Err(error) if error.code() == Some(ErrorCode::QUEUE_FULL) => self.wait_and_send(record, error, seen, timeout),
+            Err(error) => Err(SendError { error, record: Box::new(record) }),
+        }
+    }
+
+    /// The rest of [`send_wait`](Self::send_wait) once the queue was full
+    /// (`error`): serves reports and waits for room, then sends again,
+    /// until `timeout`. `seen` is the table's progress before that send.
+    #[inline(never)]
+    fn wait_and_send<'a>(&self, mut record: Record<'a>, mut error: Error, mut seen: u64, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
         // The clock is read only once the queue is full: most sends never
         // wait.
-        let mut deadline = None;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
-            let seen = self.deliveries.progress();
-            let error = match self.send_record(&mut record) {
+            // Reports free room in the queue: serve the ones waiting.
+            self.serve_reports();
+            if self.deliveries.progress() == seen {
+                let now = Instant::now();
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    return Err(SendError { error, record: Box::new(record) });
+                }
+                let recheck = now + QUEUE_SPACE_RECHECK;
+                let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
+                self.deliveries.wait_for_progress(seen, wake_at);
+            }
+
+            seen = self.deliveries.progress();
+            error = match self.send_record(&mut record) {
                 Ok(future) => return Ok(future),
                 Err(error) if error.code() == Some(ErrorCode::QUEUE_FULL) => error,
                 Err(error) => return Err(SendError { error, record: Box::new(record) }),
             };
-
-            // Reports free room in the queue: serve the ones waiting.
-            self.serve_reports();
-            if self.deliveries.progress() != seen {
-                continue;
-            }
-
-            let now = Instant::now();
-            let deadline = *deadline.get_or_insert_with(|| now.checked_add(timeout));
-            if deadline.is_some_and(|deadline| now >= deadline) {
-                return Err(SendError { error, record: Box::new(record) });
-            }
-            let recheck = now + QUEUE_SPACE_RECHECK;
-            let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
-            self.deliveries.wait_for_progress(seen, wake_at);
         }
     }
 

@@ -127,6 +127,7 @@ impl<'a> Record<'a> {
 
     /// Builds the arguments of `rd_kafka_produceva` for this record, except
     /// the topic and opaque. The pointers borrow from `self` and `headers`.
+    #[inline]
     pub(crate) fn produce_args(&self, headers: Option<&NativeHeaders>) -> ProduceArgs {
         let mut args = ProduceArgs::new();
 
@@ -160,10 +161,15 @@ impl<'a> Record<'a> {
     ///
     /// [`Error::InvalidArgument`] for a header name with a NUL byte, which
     /// consumers would read as a shorter name.
+    #[inline]
     pub(crate) fn native_headers(&self) -> Result<Option<NativeHeaders>> {
         if self.headers.is_empty() {
             return Ok(None);
         }
+        self.build_native_headers().map(Some)
+    }
+
+    fn build_native_headers(&self) -> Result<NativeHeaders> {
         if let Some((name, _)) = self.headers.iter().find(|(name, _)| name.contains('\0')) {
             return Err(Error::InvalidArgument {
                 what: "header name",
@@ -175,7 +181,7 @@ impl<'a> Record<'a> {
         for (name, value) in &self.headers {
             headers.add(name, *value);
         }
-        Ok(Some(headers))
+        Ok(headers)
     }
 }
 
@@ -198,20 +204,23 @@ pub(crate) struct ProduceArgs {
 }
 
 impl ProduceArgs {
+    #[inline]
     fn new() -> Self {
         Self {
-            items: [MaybeUninit::uninit(); 8],
+            items: [const { MaybeUninit::uninit() }; 8],
             len: 0,
         }
     }
 
     /// Appends an argument. A record has at most 8 (partition, key, value,
     /// headers, timestamp, flags, topic, opaque).
+    #[inline]
     pub(crate) fn push(&mut self, arg: ll::rd_kafka_vu_t) {
         self.items[self.len].write(arg);
         self.len += 1;
     }
 
+    #[inline]
     pub(crate) fn as_slice(&self) -> &[ll::rd_kafka_vu_t] {
         let initialised = &self.items[..self.len];
         // SAFETY: `push` initialised the first `len` items, and
@@ -225,10 +234,12 @@ impl ProduceArgs {
     }
 }
 
+#[inline]
 pub(crate) fn vu(vtype: ll::rd_kafka_vtype_t, u: ll::rd_kafka_vu_s__bindgen_ty_1) -> ll::rd_kafka_vu_t {
     ll::rd_kafka_vu_t { vtype, u }
 }
 
+#[inline]
 fn memory_arg(vtype: ll::rd_kafka_vtype_t, bytes: &[u8]) -> ll::rd_kafka_vu_t {
     let mem = ll::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
         // A non-NULL pointer, even with length 0, is what tells librdkafka

@@ -39,6 +39,7 @@ impl<T> Segments<T> {
 
     /// Returns the element at `index`, or `None` when its segment has not
     /// been allocated.
+    #[inline]
     pub(crate) fn get(&self, index: u32) -> Option<&T> {
         let (segment, offset) = locate(index);
         self.segments.get(segment)?.get()?.get(offset)
@@ -47,6 +48,7 @@ impl<T> Segments<T> {
     /// Returns the element at `index`, allocating its segment first when
     /// needed. Threads that allocate the same segment at once wait for one
     /// another, and one allocation wins.
+    #[inline]
     pub(crate) fn get_or_allocate(&self, index: u32) -> &T {
         let (segment, offset) = locate(index);
         let elements = self.segments[segment].get_or_init(|| (0..FIRST_SEGMENT << segment).map(|_| (self.make)()).collect());
@@ -56,6 +58,7 @@ impl<T> Segments<T> {
 
 /// Returns the segment of `index` and its offset there. Segment `k` starts
 /// at `FIRST_SEGMENT * (2^k - 1)`.
+#[inline]
 fn locate(index: u32) -> (usize, usize) {
     let position = index as usize / FIRST_SEGMENT + 1;
     let segment = (usize::BITS - 1 - position.leading_zeros()) as usize;

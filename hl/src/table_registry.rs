@@ -52,6 +52,7 @@ pub(crate) fn publish(number: u16, table: *const DeliveryTable) {
 }
 
 /// Returns the table with `number`, or NULL.
+#[inline]
 pub(crate) fn get(number: u16) -> *const DeliveryTable {
     TABLES[usize::from(number)].load(Ordering::Acquire)
 }

@@ -77,23 +77,26 @@ impl TopicCache {
         }
     }
 
-    /// Returns the handle and topic index (`topic_names`) of `name`, creating the
-    /// handle on first use.
-    pub(crate) fn get(
-        &self,
-        client: &NativeClient,
-        name: &str,
-    ) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
+    /// Returns the handle and topic index (`topic_names`) of `name`,
+    /// creating the handle on first use.
+    #[inline]
+    pub(crate) fn get(&self, client: &NativeClient, name: &str) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
         // The handle stays valid while this cache lives, and the id
         // matches only this cache.
         let cached = LAST_TOPIC.with(|last| match &*last.borrow() {
             Some(last) if last.cache == self.id && *last.name == *name => Some((last.handle, last.index)),
             _ => None,
         });
-        if let Some(found) = cached {
-            return Ok(found);
+        match cached {
+            Some(found) => Ok(found),
+            None => self.get_and_remember(client, name),
         }
+    }
 
+    /// Looks `name` up in the shared map, or creates its handle, and makes
+    /// it this thread's last topic.
+    #[inline(never)]
+    fn get_and_remember(&self, client: &NativeClient, name: &str) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
         let found = self.get_shared(client, name)?;
         LAST_TOPIC.with(|last| {
             *last.borrow_mut() = Some(LastTopic {

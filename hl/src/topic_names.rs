@@ -40,6 +40,7 @@ pub(crate) fn index(name: &str) -> Option<u32> {
 
 /// Returns the name stored with `index`, or `""` for an index that
 /// [`index`] never returned.
+#[inline]
 pub(crate) fn name(index: u32) -> &'static str {
     NAMES.get(index).and_then(OnceLock::get).copied().unwrap_or("")
 }
