@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs rdkafka-hl's unit tests of the code without FFI under Miri, which
 # reports undefined behaviour and data races: the pairing core (pending,
-# completion, deliveries and their storage), timeout conversion, payloads, records and
-# serializers. Miri cannot call librdkafka, so the other modules' tests are
-# left out by name. Tests in these modules that call librdkafka are marked
-# `#[cfg_attr(miri, ignore)]` or skipped by name below. Builds in
-# target/miri.
+# completion, deliveries and their storage), timeout conversion, payloads,
+# records and serializers. Miri cannot call librdkafka, so the other
+# modules' tests are left out by name. Tests in these modules that call
+# librdkafka are marked `#[cfg_attr(miri, ignore)]` or skipped by name
+# below. Builds in target/miri.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
