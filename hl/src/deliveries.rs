@@ -570,11 +570,16 @@ impl DeliveryTable {
         if payloads.is_some() {
             return self.register_locked(topic, payloads);
         }
-        BLOCKS.with(|blocks| match blocks.try_borrow_mut() {
-            Ok(mut blocks) => self.register_in_block(&mut blocks, topic).ok_or(None),
-            // Only a send from a thread-local destructor gets here.
-            Err(_) => self.register_locked(topic, None),
-        })
+        let registered = BLOCKS.try_with(|blocks| {
+            let mut blocks = blocks.try_borrow_mut().ok()?;
+            Some(self.register_in_block(&mut blocks, topic).ok_or(None))
+        });
+        match registered {
+            Ok(Some(registered)) => registered,
+            // A send from a thread-local destructor, once this thread's
+            // blocks are gone or being dropped.
+            _ => self.register_locked(topic, None),
+        }
     }
 
     /// Registers a send in the calling thread's block of this table,
@@ -1629,6 +1634,42 @@ mod tests {
         let len = table.table.lock().len;
         let unread = (soon.len() + late.len()) as u32;
         assert!(len <= (unread + 2) * BLOCK_LEN, "{len} slots made for {unread} unread results");
+    }
+
+    #[test]
+    fn register_from_thread_local_destructor() {
+        struct SendOnDrop(Arc<DeliveryTable>, std::sync::mpsc::Sender<u64>);
+        impl Drop for SendOnDrop {
+            fn drop(&mut self) {
+                let id = self.0.register(0, None).expect("a send from a thread-local destructor");
+                self.1.send(id).unwrap();
+            }
+        }
+        std::thread_local! {
+            static LATE: RefCell<Option<SendOnDrop>> = const { RefCell::new(None) };
+        }
+
+        let table = DeliveryTable::new();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let thread = {
+            let table = Arc::clone(&table);
+            // `LATE` is set before this thread's blocks exist, so its
+            // destructor may run after theirs.
+            std::thread::spawn(move || {
+                LATE.with(|late| *late.borrow_mut() = Some(SendOnDrop(Arc::clone(&table), sender.clone())));
+                sender.send(table.register(0, None).unwrap()).unwrap();
+            })
+        };
+        thread.join().unwrap();
+
+        let ids: Vec<u64> = receiver.iter().collect();
+        assert_eq!(ids.len(), 2, "sends registered by the thread and by its destructor");
+        assert_eq!(table.unreported(), 2);
+        let reports: Vec<(u64, Outcome)> = ids.iter().zip(1..).map(|(&id, offset)| (id, delivered(offset))).collect();
+        table.apply(&reports).finish();
+        let offsets: Vec<i64> = ids.iter().map(|&id| DeliveryFuture::new(&table, id).wait().unwrap().offset).collect();
+        assert_eq!(offsets, vec![1, 2]);
+        assert_eq!(table.unreported(), 0);
     }
 
     #[test]

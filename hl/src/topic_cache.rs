@@ -83,10 +83,13 @@ impl TopicCache {
     pub(crate) fn get(&self, client: &NativeClient, name: &str) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
         // The handle stays valid while this cache lives, and the id
         // matches only this cache.
-        let cached = LAST_TOPIC.with(|last| match &*last.borrow() {
-            Some(last) if last.cache == self.id && *last.name == *name => Some((last.handle, last.index)),
-            _ => None,
-        });
+        let cached = LAST_TOPIC
+            .try_with(|last| match &*last.borrow() {
+                Some(last) if last.cache == self.id && *last.name == *name => Some((last.handle, last.index)),
+                _ => None,
+            })
+            .ok()
+            .flatten();
         match cached {
             Some(found) => Ok(found),
             None => self.get_and_remember(client, name),
@@ -98,7 +101,8 @@ impl TopicCache {
     #[inline(never)]
     fn get_and_remember(&self, client: &NativeClient, name: &str) -> Result<(*mut ll::rd_kafka_topic_t, u32)> {
         let found = self.get_shared(client, name)?;
-        LAST_TOPIC.with(|last| {
+        // A send from a thread-local destructor may find the cache gone.
+        let _ = LAST_TOPIC.try_with(|last| {
             *last.borrow_mut() = Some(LastTopic {
                 cache: self.id,
                 name: name.into(),
