@@ -37,19 +37,24 @@
 // the error would cost an allocation per failed delivery instead.
 #![allow(clippy::result_large_err)]
 
-use std::cell::RefCell;
-use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorCode, KafkaError};
 use crate::message::Timestamp;
 use crate::payload::OwnedPayload;
 use crate::segments::Segments;
-use crate::sync::{Arc, AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Condvar, Mutex, Ordering};
-use crate::{table_registry, topic_names};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::table_registry;
+
+mod blocks;
+mod future;
+mod slot;
+
+use blocks::{LockedBlock, SharedBlock};
+pub use future::DeliveryFuture;
+use slot::{delivered, delivery_of, failed, Slot, SlotCell, DELIVERED, DELIVERED_KEPT, FAILED, ORPHANED, STATE_MASK, WAITING};
 
 /// The place a message was stored: the result of a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,178 +134,6 @@ pub(crate) type Payloads = (Option<OwnedPayload>, Option<OwnedPayload>);
 /// The highest slot index: ids store the index + 1 in 32 bits.
 const MAX_INDEX: u32 = u32::MAX - 1;
 
-/// How many slots a block has: a thread takes a block of free slots under
-/// the table's lock, then registers that many sends without it. A slot is
-/// reused only with its whole block, so an unread future keeps at most
-/// this many slots from reuse. The models of `model_check` use short
-/// blocks, to keep the interleavings few.
-#[cfg(not(all(test, loom)))]
-const BLOCK_LEN: u32 = 16;
-#[cfg(all(test, loom))]
-const BLOCK_LEN: u32 = 2;
-
-/// How many blocks after the cursor a claim checks for a free one before
-/// it makes a new one. More checks find more of the blocks freed out of
-/// order, at the price of more reads while most blocks are in use.
-const FREE_BLOCK_CHECKS: u32 = 4;
-
-/// How many producers' blocks a thread keeps at once. A thread that sends
-/// through more producers in turn gives up the oldest block, and claims a
-/// new one when it comes back to that producer.
-const BLOCKS_PER_THREAD: usize = 4;
-
-// Slot states, in the lowest 3 bits of `Slot::word`.
-const FREE: u32 = 0;
-/// The report has not arrived; the future may have stored a waker.
-const WAITING: u32 = 1;
-/// The report has not arrived, and the future is gone.
-const ORPHANED: u32 = 2;
-/// Delivered, by its report; the future has not read it.
-const DELIVERED: u32 = 3;
-/// Failed, by its report or by the producer's close; not read yet.
-const FAILED: u32 = 4;
-/// Delivered and not read when the producer closed. Its future reads it
-/// under the lock, to count the futures that keep the table alive.
-const DELIVERED_KEPT: u32 = 5;
-/// In a thread's block, not used yet.
-const RESERVED: u32 = 6;
-const STATE_MASK: u32 = 0b111;
-
-// Timestamp kinds, in bits 3 and 4 of `Slot::word`.
-const STAMP_SHIFT: u32 = 3;
-const STAMP_NONE: u32 = 0;
-const STAMP_CREATE: u32 = 1;
-const STAMP_LOG_APPEND: u32 = 2;
-
-/// The topic index ([`topic_names`]) takes the upper 27 bits of
-/// `Slot::word`.
-const TOPIC_SHIFT: u32 = 5;
-const _: () = assert!(topic_names::MAX_TOPICS == 1 << (32 - TOPIC_SHIFT));
-
-/// One send, in 24 bytes, because a million of them may wait to be read.
-/// What its fields hold depends on the state:
-///
-/// | state | `first` | `second` | `partition` |
-/// |---|---|---|---|
-/// | `FREE`, `RESERVED` | | | |
-/// | `WAITING`, `ORPHANED` | waker + 1, or 0 | payloads + 1, or 0 | generation |
-/// | `DELIVERED`, `DELIVERED_KEPT` | offset | timestamp | partition |
-/// | `FAILED` | error code | payloads + 1, or 0 | |
-///
-/// Wakers and owned payloads live in side tables, since most sends have
-/// neither. The table stores slots as [`SlotCell`]s; this is a copy.
-#[derive(Clone, Copy)]
-struct Slot {
-    first: i64,
-    second: i64,
-    partition: i32,
-    /// State, timestamp kind and topic index.
-    word: u32,
-}
-
-impl Slot {
-    fn state(&self) -> u32 {
-        self.word & STATE_MASK
-    }
-
-    fn topic(&self) -> u32 {
-        self.word >> TOPIC_SHIFT
-    }
-
-    /// Returns whether the slot awaits the report of the send with `generation`.
-    fn awaits(&self, generation: u32) -> bool {
-        matches!(self.state(), WAITING | ORPHANED) && self.partition as u32 == generation
-    }
-}
-
-/// A slot as the table stores it: atomics, so that the future that owns a
-/// delivered slot can take its result and free it without the lock.
-///
-/// Everything else reads and writes slots under the table's lock. The word
-/// is written last and with `Release`, and read with `Acquire`, so a
-/// reader that sees a state also sees the fields written with it. The
-/// future's lock-free read changes nothing but the word, `DELIVERED` to
-/// `FREE`, with a compare-exchange: the close turns `DELIVERED` into
-/// `DELIVERED_KEPT` the same way, so exactly one of them takes the slot.
-struct SlotCell {
-    first: AtomicI64,
-    second: AtomicI64,
-    partition: AtomicI32,
-    word: AtomicU32,
-}
-
-impl SlotCell {
-    fn free() -> Self {
-        Self {
-            first: AtomicI64::new(0),
-            second: AtomicI64::new(0),
-            partition: AtomicI32::new(0),
-            word: AtomicU32::new(FREE),
-        }
-    }
-
-    fn state(&self) -> u32 {
-        self.word.load(Ordering::Acquire) & STATE_MASK
-    }
-
-    /// Reads the slot: under the table's lock, or by its future once its
-    /// state is `DELIVERED`.
-    fn load(&self) -> Slot {
-        let word = self.word.load(Ordering::Acquire);
-        Slot {
-            first: self.first.load(Ordering::Relaxed),
-            second: self.second.load(Ordering::Relaxed),
-            partition: self.partition.load(Ordering::Relaxed),
-            word,
-        }
-    }
-
-    /// Writes the slot, the word last. Only under the table's lock.
-    #[inline]
-    fn store(&self, slot: Slot) {
-        self.first.store(slot.first, Ordering::Relaxed);
-        self.second.store(slot.second, Ordering::Relaxed);
-        self.partition.store(slot.partition, Ordering::Relaxed);
-        self.word.store(slot.word, Ordering::Release);
-    }
-
-    /// Frees the slot. Only under the table's lock.
-    fn free_under_lock(&self) {
-        self.word.store(FREE, Ordering::Release);
-    }
-
-    /// Takes the result of a delivered slot and frees it, without the lock.
-    /// Only the slot's future calls this. Returns `None` unless the slot is
-    /// `DELIVERED`, or when the close changed it meanwhile.
-    ///
-    /// Freeing is the last access: once it is done, `register` may reuse
-    /// the slot, and a closed table that counted no other future may be
-    /// freed.
-    #[inline]
-    fn take_delivered(&self) -> Option<Delivery> {
-        let word = self.word.load(Ordering::Acquire);
-        if word & STATE_MASK != DELIVERED {
-            return None;
-        }
-        let slot = Slot {
-            first: self.first.load(Ordering::Relaxed),
-            second: self.second.load(Ordering::Relaxed),
-            partition: self.partition.load(Ordering::Relaxed),
-            word,
-        };
-        // `Release`: the reads above happen before a later send reuses the slot.
-        self.word.compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed).ok()?;
-        Some(delivery_of(slot))
-    }
-
-    /// Frees a delivered slot whose future is dropped unread, as
-    /// [`SlotCell::take_delivered`] does. Returns whether it did.
-    fn drop_delivered(&self) -> bool {
-        let word = self.word.load(Ordering::Acquire);
-        word & STATE_MASK == DELIVERED && self.word.compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed).is_ok()
-    }
-}
-
 /// A small slab for the values few slots have.
 struct SideTable<T> {
     values: Vec<Option<T>>,
@@ -346,65 +179,13 @@ impl<T> SideTable<T> {
     }
 }
 
-/// A block of slots that one thread registers sends into without the
-/// table's lock, as the table sees it.
-struct SharedBlock {
-    /// The block's first slot.
-    start: u32,
-    /// Sends registered in the block so far. Only the thread that owns the
-    /// block writes it, after writing the send's slot, so it needs no
-    /// read-modify-write.
-    used: AtomicU32,
-    /// Set by the owning thread once it registers nothing more here.
-    abandoned: AtomicBool,
-}
-
-/// A thread's block of one table (see [`BLOCKS`]).
-struct LocalBlock {
-    /// [`DeliveryTable::id`] of the table.
-    table: u64,
-    generation: u16,
-    /// Sends registered so far: `shared.used`, without the atomic load.
-    used: u32,
-    shared: Arc<SharedBlock>,
-}
-
-impl Drop for LocalBlock {
-    fn drop(&mut self) {
-        // The thread ends, or gives the block up: the table counts its
-        // sends and frees its unused slots at its next claim.
-        self.shared.abandoned.store(true, Ordering::Release);
-    }
-}
-
-/// The block that sends with owned payloads use, under the table's lock.
-struct LockedBlock {
-    start: u32,
-    used: u32,
-    generation: u16,
-}
-
-#[cfg(not(all(test, loom)))]
-std::thread_local! {
-    /// This thread's blocks, at most [`BLOCKS_PER_THREAD`], each of a
-    /// different table.
-    static BLOCKS: RefCell<Vec<LocalBlock>> = const { RefCell::new(Vec::new()) };
-}
-
-// `loom` runs a model's threads on one thread, so they need its own
-// thread-local storage, whose macro takes no `const` initialiser.
-#[cfg(all(test, loom))]
-loom::thread_local! {
-    static BLOCKS: RefCell<Vec<LocalBlock>> = RefCell::new(Vec::new());
-}
-
 /// The source of [`DeliveryTable::id`]s, which are never reused, unlike
 /// table numbers.
 static NEXT_TABLE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The part of the table under its lock.
 struct Table {
-    /// Slots made so far, a multiple of [`BLOCK_LEN`]: every index below
+    /// Slots made so far, a multiple of [`BLOCK_LEN`](blocks::BLOCK_LEN): every index below
     /// it is allocated in [`DeliveryTable::slots`].
     len: u32,
     /// The first slot of the block that a claim checks first for reuse.
@@ -424,6 +205,9 @@ struct Table {
     /// The block that sends with owned payloads take their slots from,
     /// under the lock.
     locked_block: Option<LockedBlock>,
+    /// The unused rest of blocks that their threads gave up (first slot,
+    /// length): reserved slots that the next claims hand out first.
+    rests: Vec<(u32, u32)>,
     closed: bool,
     /// Once closed: the slots that a future (or a sender about to make
     /// one) still owns, counted by the close.
@@ -465,7 +249,7 @@ pub(crate) struct DeliveryTable {
     /// id it gives out.
     number: u16,
     /// A number no other table in the process ever has, which names the
-    /// table in threads' [`BLOCKS`].
+    /// table in threads' [`BLOCKS`](blocks::BLOCKS).
     id: u64,
     /// `Table::closed`, for sends that do not take the lock. It only turns
     /// away sends made after the close. The producer closes its table only
@@ -518,6 +302,7 @@ impl DeliveryTable {
                 unreported: 0,
                 blocks: Vec::new(),
                 locked_block: None,
+                rests: Vec::new(),
                 closed: false,
                 future_slots: 0,
                 self_reference: None,
@@ -553,207 +338,6 @@ impl DeliveryTable {
     fn owned(&self, table: &Table, id: u64) -> Option<(u32, u32)> {
         let (index, _) = split_id(id);
         (index < table.len).then(|| (index, self.cell(index).state()))
-    }
-
-    /// Takes a slot for a send to the topic with index `topic`
-    /// ([`topic_names::index`]) and returns its id, which is never 0 (a
-    /// NULL opaque). Hands the payloads back when the table is closed, or
-    /// when 2^32 - 1 slots are in use, which memory does not allow.
-    ///
-    /// A send without owned payloads takes the next slot of the calling
-    /// thread's block, with no lock and no atomic read-modify-write,
-    /// unless the block is used up. One with owned payloads stores them
-    /// under the lock.
-    #[inline]
-    pub(crate) fn register(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
-        debug_assert!(topic < topic_names::MAX_TOPICS, "topic index {topic} out of range");
-        if payloads.is_some() {
-            return self.register_locked(topic, payloads);
-        }
-        let registered = BLOCKS.try_with(|blocks| {
-            let mut blocks = blocks.try_borrow_mut().ok()?;
-            Some(self.register_in_block(&mut blocks, topic).ok_or(None))
-        });
-        match registered {
-            Ok(Some(registered)) => registered,
-            // A send from a thread-local destructor, once this thread's
-            // blocks are gone or being dropped.
-            _ => self.register_locked(topic, None),
-        }
-    }
-
-    /// Registers a send in the calling thread's block of this table,
-    /// claiming a block first when the thread has none left.
-    #[inline]
-    fn register_in_block(self: &Arc<Self>, blocks: &mut Vec<LocalBlock>, topic: u32) -> Option<u64> {
-        if self.closed.load(Ordering::Relaxed) {
-            return None;
-        }
-        let position = match blocks.iter().position(|block| block.table == self.id) {
-            Some(position) if blocks[position].used < BLOCK_LEN => position,
-            found => {
-                let used_up = found.map(|position| blocks.swap_remove(position));
-                let block = self.claim_thread_block(used_up)?;
-                if blocks.len() == BLOCKS_PER_THREAD {
-                    blocks.remove(0);
-                }
-                blocks.push(block);
-                blocks.len() - 1
-            }
-        };
-
-        let block = &mut blocks[position];
-        let index = block.shared.start + block.used;
-        self.cell(index).store(waiting(topic, block.generation, 0));
-        block.used += 1;
-        // `Release`: a flush that counts this send sees its slot waiting.
-        block.shared.used.store(block.used, Ordering::Release);
-        Some(self.slot_id(block.generation, index))
-    }
-
-    /// Claims a block for the calling thread, giving back its used-up block
-    /// of this table, if any. Returns `None` when the table is closed or
-    /// every slot index is in use.
-    #[cold]
-    fn claim_thread_block(self: &Arc<Self>, used_up: Option<LocalBlock>) -> Option<LocalBlock> {
-        let mut table = self.table.lock();
-        if let Some(used_up) = &used_up {
-            // Its sends move into `unreported`, unless a close forgot the
-            // block already.
-            let listed = table.blocks.len();
-            table.blocks.retain(|shared| !Arc::ptr_eq(shared, &used_up.shared));
-            if table.blocks.len() < listed {
-                table.unreported += i64::from(used_up.used);
-            }
-        }
-        if table.closed {
-            return None;
-        }
-        let (start, generation) = self.claim_block(&mut table)?;
-        let shared = Arc::new(SharedBlock {
-            start,
-            used: AtomicU32::new(0),
-            abandoned: AtomicBool::new(false),
-        });
-        table.blocks.push(Arc::clone(&shared));
-        drop(table);
-
-        // Dropped with no lock held: its drop only marks it abandoned,
-        // which no longer matters once the table counted it.
-        drop(used_up);
-        Some(LocalBlock {
-            table: self.id,
-            generation,
-            used: 0,
-            shared,
-        })
-    }
-
-    /// Registers a send under the lock, in the table's own block.
-    #[inline(never)]
-    fn register_locked(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
-        let mut table = self.table.lock();
-        if table.closed {
-            return Err(payloads);
-        }
-        let (start, used, generation) = match &table.locked_block {
-            Some(block) if block.used < BLOCK_LEN => (block.start, block.used, block.generation),
-            _ => {
-                let Some((start, generation)) = self.claim_block(&mut table) else {
-                    return Err(payloads);
-                };
-                (start, 0, generation)
-            }
-        };
-        table.locked_block = Some(LockedBlock {
-            start,
-            used: used + 1,
-            generation,
-        });
-
-        let index = start + used;
-        let payloads = payloads.map_or(0, |payloads| table.payloads.insert(payloads));
-        self.cell(index).store(waiting(topic, generation, payloads));
-        table.unreported += 1;
-        Ok(self.slot_id(generation, index))
-    }
-
-    /// Finds a block of free slots, marks them reserved and returns the
-    /// first one with the block's generation. Checks the next few blocks
-    /// from the cursor, else makes a new one. Returns `None` when every
-    /// slot index is in use.
-    ///
-    /// Also counts the sends of blocks that their threads abandoned, and
-    /// frees their unused slots.
-    fn claim_block(self: &Arc<Self>, table: &mut Table) -> Option<(u32, u16)> {
-        self.settle_abandoned(table);
-
-        let mut found = None;
-        for _ in 0..FREE_BLOCK_CHECKS.min(table.len / BLOCK_LEN) {
-            let start = table.cursor;
-            table.cursor = if start + BLOCK_LEN >= table.len { 0 } else { start + BLOCK_LEN };
-            if (start..start + BLOCK_LEN).all(|index| self.cell(index).state() == FREE) {
-                found = Some(start);
-                break;
-            }
-        }
-        let start = match found {
-            Some(start) => start,
-            None => {
-                let start = table.len;
-                if start > MAX_INDEX - (BLOCK_LEN - 1) {
-                    return None;
-                }
-                // A block lies within one segment: segments are multiples
-                // of `BLOCK_LEN` long and start at multiples of it.
-                self.slots.get_or_allocate(start);
-                table.len += BLOCK_LEN;
-                start
-            }
-        };
-
-        for index in start..start + BLOCK_LEN {
-            self.cell(index).word.store(RESERVED, Ordering::Relaxed);
-        }
-        let generation = table.next_generation;
-        table.next_generation = generation.wrapping_add(1);
-        if table.self_reference.is_none() {
-            table.self_reference = Some(Arc::clone(self));
-        }
-        Some((start, generation))
-    }
-
-    /// Counts the sends of abandoned blocks in `unreported`, frees their
-    /// unused slots and forgets them.
-    fn settle_abandoned(&self, table: &mut Table) {
-        let mut settled = 0;
-        table.blocks.retain(|shared| {
-            // `Acquire`: the thread's writes to the block come before its
-            // abandonment.
-            if !shared.abandoned.load(Ordering::Acquire) {
-                return true;
-            }
-            let used = shared.used.load(Ordering::Relaxed);
-            for index in shared.start + used..shared.start + BLOCK_LEN {
-                self.cell(index).free_under_lock();
-            }
-            settled += i64::from(used);
-            false
-        });
-        table.unreported += settled;
-    }
-
-    /// Returns the number of sends without a report: those counted in the
-    /// table, plus those in blocks that threads are still filling.
-    fn unreported_locked(&self, table: &Table) -> i64 {
-        let in_blocks: i64 = table.blocks.iter().map(|shared| i64::from(shared.used.load(Ordering::Acquire))).sum();
-        table.unreported + in_blocks
-    }
-
-    /// Makes the id of slot `index` in a block with `generation`.
-    #[inline]
-    fn slot_id(&self, generation: u16, index: u32) -> u64 {
-        (u64::from(self.number) << 48) | (u64::from(generation) << 32) | (u64::from(index) + 1)
     }
 
     /// Gives a slot back after `rd_kafka_produceva` failed, returning the
@@ -1068,59 +652,6 @@ struct Released {
     last: LastReference,
 }
 
-/// Builds the slot of a new send, awaiting its report.
-fn waiting(topic: u32, generation: u16, payloads: i64) -> Slot {
-    Slot {
-        first: 0,
-        second: payloads,
-        partition: i32::from(generation),
-        word: WAITING | (topic << TOPIC_SHIFT),
-    }
-}
-
-/// Builds the resolved slot of a delivered send.
-fn delivered(word: u32, outcome: Outcome) -> Slot {
-    let (kind, stamp) = match outcome.timestamp {
-        Timestamp::NotAvailable => (STAMP_NONE, 0),
-        Timestamp::CreateTime(stamp) => (STAMP_CREATE, stamp),
-        Timestamp::LogAppendTime(stamp) => (STAMP_LOG_APPEND, stamp),
-    };
-    let topic = word >> TOPIC_SHIFT;
-    Slot {
-        first: outcome.offset,
-        second: stamp,
-        partition: outcome.partition,
-        word: DELIVERED | (kind << STAMP_SHIFT) | (topic << TOPIC_SHIFT),
-    }
-}
-
-/// Builds the resolved slot of a failed send, keeping its payloads reference.
-fn failed(slot: Slot, code: i32) -> Slot {
-    Slot {
-        first: i64::from(code),
-        second: slot.second,
-        partition: -1,
-        word: FAILED | (slot.topic() << TOPIC_SHIFT),
-    }
-}
-
-/// Reads the delivery out of a `DELIVERED` or `DELIVERED_KEPT` slot.
-#[inline]
-fn delivery_of(slot: Slot) -> Delivery {
-    let stamp = slot.second;
-    let timestamp = match (slot.word >> STAMP_SHIFT) & 0b11 {
-        STAMP_CREATE => Timestamp::CreateTime(stamp),
-        STAMP_LOG_APPEND => Timestamp::LogAppendTime(stamp),
-        _ => Timestamp::NotAvailable,
-    };
-    Delivery {
-        topic: topic_names::name(slot.topic()),
-        partition: slot.partition,
-        offset: slot.first,
-        timestamp,
-    }
-}
-
 impl Drop for DeliveryTable {
     fn drop(&mut self) {
         table_registry::release(self.number);
@@ -1161,190 +692,16 @@ impl Applied {
     }
 }
 
-/// The pending result of [`Producer::send`](crate::Producer::send).
-///
-/// The producer resolves it exactly once: with the delivery, with a
-/// [`DeliveryError`] when the message failed or was purged, or with
-/// [`Error::Closed`] when the producer was dropped first. That happens on
-/// the producer's event thread or inside a later
-/// [`Producer::send`](crate::Producer::send) on a sending thread, so a
-/// waker may be woken on either.
-///
-/// It stays pending no longer than `message.timeout.ms` plus the time to
-/// report. With `message.timeout.ms=0`, which librdkafka reads as no
-/// limit, an undelivered message keeps it pending until the producer is
-/// dropped.
-///
-/// Wait on it with [`wait`](Self::wait) or
-/// [`wait_timeout`](Self::wait_timeout), check it with
-/// [`is_ready`](Self::is_ready), or `.await` it on any executor.
-///
-/// Dropping it does not cancel the send.
-#[must_use = "dropping the future ignores whether the message was delivered"]
-pub struct DeliveryFuture {
-    /// The slot's id, which also names the table, or [`TAKEN`] once the
-    /// result was taken.
-    id: u64,
-}
-
-/// The id of a future whose result was taken; no slot has id 0.
-const TAKEN: u64 = 0;
-
-impl DeliveryFuture {
-    /// Makes the future of slot `id`, which `table.register` returned.
-    pub(crate) fn new(table: &Arc<DeliveryTable>, id: u64) -> Self {
-        debug_assert_eq!(table_number(id), table.number, "an id of another table");
-        Self { id }
-    }
-
-    /// Returns the table. Only called while `id` is not [`TAKEN`].
-    #[inline]
-    fn table(&self) -> &DeliveryTable {
-        debug_assert!(self.id != TAKEN, "the table of a taken future was used");
-        let table = table_registry::get(table_number(self.id));
-        // SAFETY: the slot `id` is owned by this future until it takes the
-        // result or drops. Until then the table is alive: it holds a
-        // strong reference to itself from its first send until it closes,
-        // and after the close for as long as a future the close counted
-        // owns a slot. A future the close did not count had freed its slot
-        // already, the last thing it does with the table. The registry
-        // entry, published before the first send and cleared only when the
-        // table is dropped, points to it.
-        unsafe { &*table }
-    }
-
-    /// Returns this future's slot. Only called while `id` is not
-    /// [`TAKEN`], when the slot is allocated.
-    #[inline]
-    fn cell(&self) -> Option<&SlotCell> {
-        self.table().slots.get(split_id(self.id).0)
-    }
-
-    /// Takes a delivered result without the table's lock, the common case.
-    #[inline]
-    fn take_delivered(&mut self) -> Option<Delivery> {
-        let delivery = self.cell()?.take_delivered()?;
-        self.id = TAKEN;
-        Some(delivery)
-    }
-
-    /// Returns whether waiting would block the producer's event thread: the
-    /// caller runs on it and the report has not arrived.
-    fn would_block_event_thread(&self) -> bool {
-        self.table().on_event_thread() && !self.is_ready()
-    }
-
-    /// Blocks until the delivery report arrives.
-    ///
-    /// On the producer's own event thread (in a waker), it returns
-    /// [`Error::OnEventThread`] unless the report is already there:
-    /// blocking that thread would hold up every report that no sending
-    /// thread happens to serve, possibly this one too.
-    #[inline]
-    pub fn wait(mut self) -> Result<Delivery, DeliveryError> {
-        match self.take_delivered() {
-            Some(delivery) => Ok(delivery),
-            None => self.wait_under_lock(None),
-        }
-    }
-
-    /// Blocks until the delivery report arrives, or returns
-    /// [`Error::TimedOut`] after `timeout`. The message may still be
-    /// delivered after a timeout.
-    ///
-    /// On the producer's own event thread it returns
-    /// [`Error::OnEventThread`] unless the report is already there, as
-    /// [`wait`](Self::wait) does.
-    #[inline]
-    pub fn wait_timeout(mut self, timeout: Duration) -> Result<Delivery, DeliveryError> {
-        match self.take_delivered() {
-            Some(delivery) => Ok(delivery),
-            None => self.wait_under_lock(Some(timeout)),
-        }
-    }
-
-    /// Waits for a result that is not delivered yet, or delivered after
-    /// the close, under the table's lock: the rest of
-    /// [`wait`](Self::wait) and [`wait_timeout`](Self::wait_timeout).
-    #[inline(never)]
-    fn wait_under_lock(mut self, timeout: Option<Duration>) -> Result<Delivery, DeliveryError> {
-        if self.would_block_event_thread() {
-            return Err(Error::OnEventThread { operation: "wait for a delivery" }.into());
-        }
-
-        let (result, last) = self.table().wait_slot(self.id, timeout);
-        let Some(result) = result else {
-            let timeout = timeout.unwrap_or(Duration::MAX);
-            return Err(Error::TimedOut { operation: "delivery report", timeout }.into());
-        };
-        self.id = TAKEN;
-        // Dropping the last reference may free the table, which nothing
-        // borrows any more.
-        drop(last);
-        result
-    }
-
-    /// Returns whether the result has arrived, without blocking.
-    pub fn is_ready(&self) -> bool {
-        self.id != TAKEN && self.cell().is_some_and(|cell| matches!(cell.state(), DELIVERED | DELIVERED_KEPT | FAILED))
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<Delivery, DeliveryError>;
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        assert!(self.id != TAKEN, "a DeliveryFuture was polled after it returned Ready");
-        if let Some(delivery) = self.take_delivered() {
-            return Poll::Ready(Ok(delivery));
-        }
-
-        let (result, last) = self.table().poll_slot(self.id, context.waker());
-        if result.is_ready() {
-            self.id = TAKEN;
-        }
-        drop(last);
-        result
-    }
-}
-
-impl Drop for DeliveryFuture {
-    #[inline]
-    fn drop(&mut self) {
-        if self.id != TAKEN {
-            self.release();
-        }
-    }
-}
-
-impl DeliveryFuture {
-    /// Lets go of the slot of a future dropped before its result was taken.
-    #[inline(never)]
-    fn release(&mut self) {
-        if self.cell().is_some_and(SlotCell::drop_delivered) {
-            self.id = TAKEN;
-            return;
-        }
-        let released = self.table().release(self.id);
-        self.id = TAKEN;
-        if catch_unwind(AssertUnwindSafe(|| drop(released))).is_err() {
-            log::error!("dropping a waker or payload of a dropped delivery future panicked");
-        }
-    }
-}
-
-impl std::fmt::Debug for DeliveryFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeliveryFuture")
-            .field("id", &self.id)
-            .field("ready", &self.is_ready())
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Context;
+
+    use super::blocks::BLOCK_LEN;
     use super::*;
+    use crate::topic_names;
 
     fn delivered(offset: i64) -> Outcome {
         Outcome {
@@ -1670,6 +1027,33 @@ mod tests {
         let offsets: Vec<i64> = ids.iter().map(|&id| DeliveryFuture::new(&table, id).wait().unwrap().offset).collect();
         assert_eq!(offsets, vec![1, 2]);
         assert_eq!(table.unreported(), 0);
+    }
+
+    #[test]
+    fn sends_through_many_tables_use_rests() {
+        // One thread sends through more tables in turn than it keeps
+        // blocks for, so each send finds its block given up.
+        let tables: Vec<Arc<DeliveryTable>> = (0..5).map(|_| DeliveryTable::new()).collect();
+        let mut ids = vec![Vec::new(); tables.len()];
+        for _ in 0..1000 {
+            for (table, ids) in tables.iter().zip(&mut ids) {
+                ids.push(table.register(0, None).unwrap());
+            }
+        }
+
+        for (table, ids) in tables.iter().zip(&ids) {
+            let len = table.table.lock().len;
+            assert!(len <= 1000 + 2 * BLOCK_LEN, "{len} slots made for 1000 unread sends");
+            assert_eq!(table.unreported(), 1000);
+
+            let reports: Vec<(u64, Outcome)> = ids.iter().zip(0..).map(|(&id, offset)| (id, delivered(offset))).collect();
+            let applied = table.apply(&reports);
+            assert_eq!(applied.unknown, 0, "reports that matched no send");
+            applied.finish();
+            let offsets: Vec<i64> = ids.iter().map(|&id| DeliveryFuture::new(table, id).wait().unwrap().offset).collect();
+            assert_eq!(offsets, (0..1000).collect::<Vec<i64>>());
+            assert_eq!(table.unreported(), 0);
+        }
     }
 
     #[test]

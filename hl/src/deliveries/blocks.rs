@@ -1,0 +1,307 @@
+//! Blocks of slots that sending threads register their sends into without
+//! the delivery table's lock.
+
+use std::cell::RefCell;
+
+use super::slot::{waiting, FREE, RESERVED};
+use super::{DeliveryTable, Payloads, Table, MAX_INDEX};
+use crate::sync::{Arc, AtomicBool, AtomicU32, Ordering};
+use crate::topic_names;
+
+/// How many slots a block has: a thread takes a block of free slots under
+/// the table's lock, then registers that many sends without it. A slot is
+/// reused only with its whole block of this length, so an unread future
+/// keeps at most this many slots from reuse. The unused rest of a block
+/// that its thread gives up becomes a shorter block for the next claim.
+/// The models of `model_check` use short blocks, to keep the
+/// interleavings few.
+#[cfg(not(all(test, loom)))]
+pub(super) const BLOCK_LEN: u32 = 16;
+#[cfg(all(test, loom))]
+pub(super) const BLOCK_LEN: u32 = 2;
+
+/// How many blocks after the cursor a claim checks for a free one before
+/// it makes a new one. More checks find more of the blocks freed out of
+/// order, at the price of more reads while most blocks are in use.
+pub(super) const FREE_BLOCK_CHECKS: u32 = 4;
+
+/// How many producers' blocks a thread keeps at once. A thread that sends
+/// through more producers in turn gives up the oldest block, and claims a
+/// new one, under the lock, when it comes back to that producer.
+pub(super) const BLOCKS_PER_THREAD: usize = 4;
+
+/// A block of slots that one thread registers sends into without the
+/// table's lock, as the table sees it.
+pub(super) struct SharedBlock {
+    /// The block's first slot.
+    start: u32,
+    /// The number of slots, [`BLOCK_LEN`] or fewer for the rest of a block.
+    len: u32,
+    /// Sends registered in the block so far. Only the thread that owns the
+    /// block writes it, after writing the send's slot, so it needs no
+    /// read-modify-write.
+    used: AtomicU32,
+    /// Set by the owning thread once it registers nothing more here.
+    abandoned: AtomicBool,
+}
+
+/// A thread's block of one table (see [`BLOCKS`]).
+struct LocalBlock {
+    /// [`DeliveryTable::id`] of the table.
+    table: u64,
+    generation: u16,
+    /// Sends registered so far: `shared.used`, without the atomic load.
+    used: u32,
+    /// `shared.len`.
+    len: u32,
+    shared: Arc<SharedBlock>,
+}
+
+impl Drop for LocalBlock {
+    fn drop(&mut self) {
+        // The thread ends, or gives the block up: the table counts its
+        // sends and hands its unused slots to a later claim.
+        self.shared.abandoned.store(true, Ordering::Release);
+    }
+}
+
+/// The block that sends with owned payloads use, under the table's lock.
+pub(super) struct LockedBlock {
+    start: u32,
+    len: u32,
+    used: u32,
+    generation: u16,
+}
+
+#[cfg(not(all(test, loom)))]
+std::thread_local! {
+    /// This thread's blocks, at most [`BLOCKS_PER_THREAD`], each of a
+    /// different table.
+    static BLOCKS: RefCell<Vec<LocalBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+// `loom` runs a model's threads on one thread, so they need its own
+// thread-local storage, whose macro takes no `const` initialiser.
+#[cfg(all(test, loom))]
+loom::thread_local! {
+    static BLOCKS: RefCell<Vec<LocalBlock>> = RefCell::new(Vec::new());
+}
+
+impl DeliveryTable {
+    /// Takes a slot for a send to the topic with index `topic`
+    /// ([`topic_names::index`]) and returns its id, which is never 0 (a
+    /// NULL opaque). Hands the payloads back when the table is closed, or
+    /// when 2^32 - 1 slots are in use, which memory does not allow.
+    ///
+    /// A send without owned payloads takes the next slot of the calling
+    /// thread's block, with no lock and no atomic read-modify-write,
+    /// unless the block is used up. One with owned payloads stores them
+    /// under the lock.
+    #[inline]
+    pub(crate) fn register(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
+        debug_assert!(topic < topic_names::MAX_TOPICS, "topic index {topic} out of range");
+        if payloads.is_some() {
+            return self.register_locked(topic, payloads);
+        }
+        let registered = BLOCKS.try_with(|blocks| {
+            let mut blocks = blocks.try_borrow_mut().ok()?;
+            Some(self.register_in_block(&mut blocks, topic).ok_or(None))
+        });
+        match registered {
+            Ok(Some(registered)) => registered,
+            // A send from a thread-local destructor, once this thread's
+            // blocks are gone or being dropped.
+            _ => self.register_locked(topic, None),
+        }
+    }
+
+    /// Registers a send in the calling thread's block of this table,
+    /// claiming a block first when the thread has none left.
+    #[inline]
+    fn register_in_block(self: &Arc<Self>, blocks: &mut Vec<LocalBlock>, topic: u32) -> Option<u64> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let position = match blocks.iter().position(|block| block.table == self.id) {
+            Some(position) if blocks[position].used < blocks[position].len => position,
+            found => {
+                let used_up = found.map(|position| blocks.swap_remove(position));
+                let block = self.claim_thread_block(used_up)?;
+                if blocks.len() == BLOCKS_PER_THREAD {
+                    blocks.remove(0);
+                }
+                blocks.push(block);
+                blocks.len() - 1
+            }
+        };
+
+        let block = &mut blocks[position];
+        let index = block.shared.start + block.used;
+        self.cell(index).store(waiting(topic, block.generation, 0));
+        block.used += 1;
+        // `Release`: a flush that counts this send sees its slot waiting.
+        block.shared.used.store(block.used, Ordering::Release);
+        Some(self.slot_id(block.generation, index))
+    }
+
+    /// Claims a block for the calling thread, giving back its used-up block
+    /// of this table, if any. Returns `None` when the table is closed or
+    /// every slot index is in use.
+    #[cold]
+    fn claim_thread_block(self: &Arc<Self>, used_up: Option<LocalBlock>) -> Option<LocalBlock> {
+        let mut table = self.table.lock();
+        if let Some(used_up) = &used_up {
+            // Its sends move into `unreported`, unless a close forgot the
+            // block already.
+            let listed = table.blocks.len();
+            table.blocks.retain(|shared| !Arc::ptr_eq(shared, &used_up.shared));
+            if table.blocks.len() < listed {
+                table.unreported += i64::from(used_up.used);
+            }
+        }
+        if table.closed {
+            return None;
+        }
+        let (start, len, generation) = self.claim_block(&mut table)?;
+        let shared = Arc::new(SharedBlock {
+            start,
+            len,
+            used: AtomicU32::new(0),
+            abandoned: AtomicBool::new(false),
+        });
+        table.blocks.push(Arc::clone(&shared));
+        drop(table);
+
+        // Dropped with no lock held: its drop only marks it abandoned,
+        // which no longer matters once the table counted it.
+        drop(used_up);
+        Some(LocalBlock {
+            table: self.id,
+            generation,
+            used: 0,
+            len,
+            shared,
+        })
+    }
+
+    /// Registers a send under the lock, in the table's own block.
+    #[inline(never)]
+    fn register_locked(self: &Arc<Self>, topic: u32, payloads: Option<Box<Payloads>>) -> Result<u64, Option<Box<Payloads>>> {
+        let mut table = self.table.lock();
+        if table.closed {
+            return Err(payloads);
+        }
+        let (start, len, used, generation) = match &table.locked_block {
+            Some(block) if block.used < block.len => (block.start, block.len, block.used, block.generation),
+            _ => {
+                let Some((start, len, generation)) = self.claim_block(&mut table) else {
+                    return Err(payloads);
+                };
+                (start, len, 0, generation)
+            }
+        };
+        table.locked_block = Some(LockedBlock {
+            start,
+            len,
+            used: used + 1,
+            generation,
+        });
+
+        let index = start + used;
+        let payloads = payloads.map_or(0, |payloads| table.payloads.insert(payloads));
+        self.cell(index).store(waiting(topic, generation, payloads));
+        table.unreported += 1;
+        Ok(self.slot_id(generation, index))
+    }
+
+    /// Finds a block of reserved slots and returns its first slot, its
+    /// length and its generation: the unused rest of an abandoned block,
+    /// else a block of free slots among the next few from the cursor, else
+    /// a new one. Returns `None` when every slot index is in use.
+    ///
+    /// Also counts the sends of blocks that their threads abandoned.
+    fn claim_block(self: &Arc<Self>, table: &mut Table) -> Option<(u32, u32, u16)> {
+        self.settle_abandoned(table);
+        let (start, len) = match table.rests.pop() {
+            Some(rest) => rest,
+            None => (self.claim_free_block(table)?, BLOCK_LEN),
+        };
+
+        let generation = table.next_generation;
+        table.next_generation = generation.wrapping_add(1);
+        if table.self_reference.is_none() {
+            table.self_reference = Some(Arc::clone(self));
+        }
+        Some((start, len, generation))
+    }
+
+    /// Finds a block of free slots, marks them reserved and returns the
+    /// first one. Checks the next few blocks from the cursor, else makes a
+    /// new one. Returns `None` when every slot index is in use.
+    fn claim_free_block(&self, table: &mut Table) -> Option<u32> {
+        let mut found = None;
+        for _ in 0..FREE_BLOCK_CHECKS.min(table.len / BLOCK_LEN) {
+            let start = table.cursor;
+            table.cursor = if start + BLOCK_LEN >= table.len { 0 } else { start + BLOCK_LEN };
+            if (start..start + BLOCK_LEN).all(|index| self.cell(index).state() == FREE) {
+                found = Some(start);
+                break;
+            }
+        }
+        let start = match found {
+            Some(start) => start,
+            None => {
+                let start = table.len;
+                if start > MAX_INDEX - (BLOCK_LEN - 1) {
+                    return None;
+                }
+                // A block lies within one segment: segments are multiples
+                // of `BLOCK_LEN` long and start at multiples of it.
+                self.slots.get_or_allocate(start);
+                table.len += BLOCK_LEN;
+                start
+            }
+        };
+
+        for index in start..start + BLOCK_LEN {
+            self.cell(index).word.store(RESERVED, Ordering::Relaxed);
+        }
+        Some(start)
+    }
+
+    /// Counts the sends of abandoned blocks in `unreported`, keeps the rest
+    /// of their slots, still reserved, for later claims (`Table::rests`)
+    /// and forgets them.
+    fn settle_abandoned(&self, table: &mut Table) {
+        let mut settled = 0;
+        let mut rests = Vec::new();
+        table.blocks.retain(|shared| {
+            // `Acquire`: the thread's writes to the block come before its
+            // abandonment.
+            if !shared.abandoned.load(Ordering::Acquire) {
+                return true;
+            }
+            let used = shared.used.load(Ordering::Relaxed);
+            if used < shared.len {
+                rests.push((shared.start + used, shared.len - used));
+            }
+            settled += i64::from(used);
+            false
+        });
+        table.unreported += settled;
+        table.rests.append(&mut rests);
+    }
+
+    /// Returns the number of sends without a report: those counted in the
+    /// table, plus those in blocks that threads are still filling.
+    pub(super) fn unreported_locked(&self, table: &Table) -> i64 {
+        let in_blocks: i64 = table.blocks.iter().map(|shared| i64::from(shared.used.load(Ordering::Acquire))).sum();
+        table.unreported + in_blocks
+    }
+
+    /// Makes the id of slot `index` in a block with `generation`.
+    #[inline]
+    fn slot_id(&self, generation: u16, index: u32) -> u64 {
+        (u64::from(self.number) << 48) | (u64::from(generation) << 32) | (u64::from(index) + 1)
+    }
+}
