@@ -190,6 +190,10 @@ struct Table {
     len: u32,
     /// The first slot of the block that a claim checks first for reuse.
     cursor: u32,
+    /// Claims that will still make a new block without checking for a free
+    /// one, and how many the last run of misses was given.
+    unchecked_claims: u32,
+    missed_checks: u32,
     /// Stamped into the ids of each new block's sends, so that a report
     /// can never resolve a later send in the same slot.
     next_generation: u16,
@@ -292,10 +296,15 @@ impl DeliveryTable {
             number,
             id: NEXT_TABLE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             closed: AtomicBool::new(false),
+            #[cfg(not(all(test, loom)))]
+            slots: Segments::zeroed(),
+            #[cfg(all(test, loom))]
             slots: Segments::new(SlotCell::free),
             table: Mutex::new(Table {
                 len: 0,
                 cursor: 0,
+                unchecked_claims: 0,
+                missed_checks: 0,
                 next_generation: 0,
                 wakers: SideTable::new(),
                 payloads: SideTable::new(),
@@ -1054,6 +1063,16 @@ mod tests {
             assert_eq!(offsets, (0..1000).collect::<Vec<i64>>());
             assert_eq!(table.unreported(), 0);
         }
+    }
+
+    #[test]
+    #[cfg(not(loom))]
+    fn zeroed_slot_is_free() {
+        let segments: Segments<SlotCell> = Segments::zeroed();
+        let (zeroed, free) = (segments.get_or_allocate(5).load(), SlotCell::free().load());
+
+        assert_eq!((zeroed.first, zeroed.second, zeroed.partition, zeroed.word), (free.first, free.second, free.partition, free.word));
+        assert_eq!(zeroed.state(), slot::FREE);
     }
 
     #[test]

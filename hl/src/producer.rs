@@ -36,7 +36,7 @@ use crate::error::{check_code, take_rd_kafka_error, timeout_ms, Error, ErrorCode
 use crate::event::{handle_common_event, Assist, EventThread};
 use crate::message::Timestamp;
 use crate::native::{c_buffer_to_string, NativeClient, NativeEvent, NativeQueue};
-use crate::record::{vu, Record};
+use crate::record::{vu, ProduceArgs, Record};
 use crate::topic_cache::TopicCache;
 
 /// How long dropping a producer waits for outstanding messages to be
@@ -300,7 +300,8 @@ impl Producer {
     fn send_record(&self, record: &mut Record<'_>) -> Result<DeliveryFuture> {
         let (topic, topic_index) = self.topics.get(&self.client, record.topic())?;
         let headers = record.native_headers()?;
-        let mut args = record.produce_args(headers.as_ref());
+        let mut args = ProduceArgs::new();
+        record.push_produce_args(headers.as_ref(), &mut args);
         args.push(vu(ll::RD_KAFKA_VTYPE_RKT, ll::rd_kafka_vu_s__bindgen_ty_1 { rkt: topic }));
 
         // Moving the owned payloads into the table keeps their heap bytes

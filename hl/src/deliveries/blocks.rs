@@ -25,6 +25,11 @@ pub(super) const BLOCK_LEN: u32 = 2;
 /// order, at the price of more reads while most blocks are in use.
 pub(super) const FREE_BLOCK_CHECKS: u32 = 4;
 
+/// The most claims in a row that make a new block without checking for a
+/// free one (see `claim_free_block`). Each may leave a block unused for a
+/// while, so this bounds the slots made too many after a run of misses.
+pub(super) const MAX_CLAIMS_UNCHECKED: u32 = 64;
+
 /// How many producers' blocks a thread keeps at once. A thread that sends
 /// through more producers in turn gives up the oldest block, and claims a
 /// new one, under the lock, when it comes back to that producer.
@@ -238,15 +243,31 @@ impl DeliveryTable {
     /// Finds a block of free slots, marks them reserved and returns the
     /// first one. Checks the next few blocks from the cursor, else makes a
     /// new one. Returns `None` when every slot index is in use.
+    ///
+    /// After checks that found nothing, the next few claims make new blocks
+    /// without checking, twice as many after each such miss up to
+    /// [`MAX_CLAIMS_UNCHECKED`]: while most blocks are in use, the checks
+    /// read slots long out of the cache (a quarter of a microsecond per
+    /// claim in a profile of 1,000,000 unread sends).
     fn claim_free_block(&self, table: &mut Table) -> Option<u32> {
         let mut found = None;
-        for _ in 0..FREE_BLOCK_CHECKS.min(table.len / BLOCK_LEN) {
-            let start = table.cursor;
-            table.cursor = if start + BLOCK_LEN >= table.len { 0 } else { start + BLOCK_LEN };
-            if (start..start + BLOCK_LEN).all(|index| self.cell(index).state() == FREE) {
-                found = Some(start);
-                break;
+        let checks = FREE_BLOCK_CHECKS.min(table.len / BLOCK_LEN);
+        if table.unchecked_claims > 0 {
+            table.unchecked_claims -= 1;
+        } else if checks > 0 {
+            for _ in 0..checks {
+                let start = table.cursor;
+                table.cursor = if start + BLOCK_LEN >= table.len { 0 } else { start + BLOCK_LEN };
+                if (start..start + BLOCK_LEN).all(|index| self.cell(index).state() == FREE) {
+                    found = Some(start);
+                    break;
+                }
             }
+            table.missed_checks = match found {
+                Some(_) => 0,
+                None => (table.missed_checks * 2).clamp(1, MAX_CLAIMS_UNCHECKED),
+            };
+            table.unchecked_claims = table.missed_checks;
         }
         let start = match found {
             Some(start) => start,

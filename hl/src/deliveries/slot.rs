@@ -3,6 +3,7 @@
 
 use super::{Delivery, Outcome};
 use crate::message::Timestamp;
+use crate::segments::Zeroable;
 use crate::sync::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 use crate::topic_names;
 
@@ -86,7 +87,15 @@ pub(super) struct SlotCell {
     pub(super) word: AtomicU32,
 }
 
+// SAFETY: a slot's fields are atomics of integers, which all zeros make
+// valid, and a slot of zeros is `FREE`. `loom`'s atomics are not plain
+// integers, so the models make their slots with `SlotCell::free`.
+#[cfg(not(all(test, loom)))]
+unsafe impl Zeroable for SlotCell {}
+
 impl SlotCell {
+    /// Makes a free slot: what a zeroed slot is, for the models and tests.
+    #[cfg(test)]
     pub(super) fn free() -> Self {
         Self {
             first: AtomicI64::new(0),
