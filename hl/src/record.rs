@@ -132,7 +132,6 @@ impl<'a> Record<'a> {
     /// that took 7% of the sending thread in a profile.
     #[inline]
     pub(crate) fn push_produce_args(&self, headers: Option<&NativeHeaders>, args: &mut ProduceArgs) {
-
         if let Some(partition) = self.partition {
             args.push(vu(ll::RD_KAFKA_VTYPE_PARTITION, ll::rd_kafka_vu_s__bindgen_ty_1 { i32_: partition }));
         }

@@ -25,9 +25,11 @@ pub(super) const BLOCK_LEN: u32 = 2;
 /// order, at the price of more reads while most blocks are in use.
 pub(super) const FREE_BLOCK_CHECKS: u32 = 4;
 
-/// The most claims in a row that make a new block without checking for a
-/// free one (see `claim_free_block`). Each may leave a block unused for a
-/// while, so this bounds the slots made too many after a run of misses.
+/// The maximum number of claims in a row that make a new block without
+/// checking for a free one (see `claim_free_block`). Each may make a block
+/// where a freed one was available, so this bounds the blocks made too
+/// many after a run of misses. The cursor moves on meanwhile, so later
+/// checks reach the freed blocks.
 pub(super) const MAX_CLAIMS_UNCHECKED: u32 = 64;
 
 /// How many producers' blocks a thread keeps at once. A thread that sends
@@ -253,7 +255,11 @@ impl DeliveryTable {
         let mut found = None;
         let checks = FREE_BLOCK_CHECKS.min(table.len / BLOCK_LEN);
         if table.unchecked_claims > 0 {
+            // The cursor still moves as far as the checks would have taken
+            // it, so that it keeps passing the blocks claimed last and
+            // comes back round to those freed since.
             table.unchecked_claims -= 1;
+            table.cursor = (table.cursor + checks * BLOCK_LEN) % table.len.max(1);
         } else if checks > 0 {
             for _ in 0..checks {
                 let start = table.cursor;

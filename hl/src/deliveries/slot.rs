@@ -3,6 +3,7 @@
 
 use super::{Delivery, Outcome};
 use crate::message::Timestamp;
+#[cfg(not(all(test, loom)))]
 use crate::segments::Zeroable;
 use crate::sync::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 use crate::topic_names;
