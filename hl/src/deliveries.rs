@@ -464,8 +464,8 @@ impl DeliveryTable {
     /// may still point at them, so they are not handed back.
     ///
     /// It also counts the slots that futures still own, which keep the
-    /// table alive from now on; when there are none, the table lets go of
-    /// its own reference, and the caller's last one frees it.
+    /// table alive from now on. When there are none, the table lets go of
+    /// its own reference, so the caller's last one frees it.
     pub(crate) fn close(&self) -> Applied {
         let mut applied = Applied::default();
         let mut table = self.table.lock();

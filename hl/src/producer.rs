@@ -406,9 +406,9 @@ impl Producer {
         }
     }
 
-    /// The rest of [`send_wait`](Self::send_wait) once the queue was full
-    /// (`error`): serves reports and waits for room, then sends again,
-    /// until `timeout`. `seen` is the table's progress before that send.
+    /// Serves reports and waits for room, then sends again, until
+    /// `timeout`: the rest of [`send_wait`](Self::send_wait) once the queue
+    /// was full (`error`). `seen` is the table's progress before that send.
     #[inline(never)]
     fn wait_and_send<'a>(&self, mut record: Record<'a>, mut error: Error, mut seen: u64, timeout: Duration) -> Result<DeliveryFuture, SendError<'a>> {
         // The clock is read only once the queue is full: most sends never
