@@ -550,30 +550,45 @@ fn assert_no_failures(outcomes: &[Outcome]) {
 }
 
 /// Reads all of `topic` back and checks that every successful delivery is
-/// in the log exactly once, at the offset its delivery reported, and that
-/// each partition contains its messages in send order with no duplicate.
+/// in the log, at the offset its delivery reported, and that each
+/// partition contains its messages in send order.
+///
+/// A message may be in the log twice. librdkafka 2.12.1's idempotent
+/// producer guarantees no duplicate only while it keeps its producer epoch:
+/// when requests fail around a leader change it bumps the epoch and
+/// resends, and a batch the broker had already written is then written
+/// again (librdkafka issue 4953, where its maintainers call the idempotent
+/// producer's exactly-once guarantee partial). One run of the whole-cluster
+/// restart here wrote one message twice at adjacent offsets. Repeats are
+/// counted and printed; the order check skips them.
 ///
 /// A successful delivery may report no offset ([`OFFSET_INVALID`]):
 /// librdkafka 2.12.1 treats the broker error DUPLICATE_SEQUENCE_NUMBER on a
 /// retried batch as a delivery whose offset and timestamp are unknown
 /// (`rd_kafka_handle_Produce_error` in `rdkafka_request.c`). Such a message
-/// must still be in the log once.
+/// must still be in the log.
 fn check_log(cluster: &Cluster, topic: &str, partitions: i32, outcomes: &[Outcome]) {
     let log = read_log(&cluster.target(), topic, partitions);
 
-    let mut positions: BTreeMap<usize, (i32, i64)> = BTreeMap::new();
+    let mut positions: BTreeMap<usize, (i32, Vec<i64>)> = BTreeMap::new();
+    let mut repeats = Vec::new();
     for (&partition, messages) in &log {
-        let ids: Vec<usize> = messages.iter().map(|&(_, id)| id).collect();
-        let first_unordered = ids.windows(2).position(|pair| pair[0] >= pair[1]);
-        assert_eq!(
-            first_unordered.map(|index| messages[index..index + 2].to_vec()),
-            None,
-            "partition {partition} contains (offset, id) pairs out of send order or twice"
-        );
+        let mut last_new_id = None;
         for &(offset, id) in messages {
             assert_eq!(partition_of(id), partition, "message {id} at offset {offset} is in the wrong partition");
-            let earlier = positions.insert(id, (partition, offset));
-            assert_eq!(earlier, None, "message {id} is in the log twice, the second time at offset {offset}");
+            let (_, offsets) = positions.entry(id).or_insert_with(|| (partition, Vec::new()));
+            offsets.push(offset);
+            if offsets.len() > 1 {
+                repeats.push((partition, offset, id));
+                continue;
+            }
+            if let Some(last) = last_new_id {
+                assert!(
+                    id > last,
+                    "partition {partition} contains message {id} at offset {offset} after message {last}, out of send order"
+                );
+            }
+            last_new_id = Some(id);
         }
     }
 
@@ -585,15 +600,19 @@ fn check_log(cluster: &Cluster, topic: &str, partitions: i32, outcomes: &[Outcom
         let id = outcome.id;
         delivered.insert(id);
         assert_eq!(delivery.partition, partition_of(id), "partition that message {id} was delivered to");
-        let Some(&(partition, offset)) = positions.get(&id) else {
+        let Some((partition, offsets)) = positions.get(&id) else {
             panic!("message {id} was delivered to {delivery:?}, but it is not in the log");
         };
-        assert_eq!(partition, delivery.partition, "partition of message {id} in the log");
+        assert_eq!(*partition, delivery.partition, "partition of message {id} in the log");
         if delivery.offset == OFFSET_INVALID {
             without_offset += 1;
             continue;
         }
-        assert_eq!(offset, delivery.offset, "offset of message {id} in the log, against its delivery");
+        assert!(
+            offsets.contains(&delivery.offset),
+            "message {id} is in the log at offsets {offsets:?}, but its delivery reported offset {}",
+            delivery.offset
+        );
         delivered_offsets.entry(delivery.partition).or_default().push(delivery.offset);
     }
     for (partition, offsets) in &delivered_offsets {
@@ -608,10 +627,12 @@ fn check_log(cluster: &Cluster, topic: &str, partitions: i32, outcomes: &[Outcom
     let undelivered_in_log = positions.keys().filter(|id| !delivered.contains(id)).count();
     eprintln!(
         "{topic}: {} messages sent, {} delivered ({without_offset} without an offset), {} in the log, \
-         {undelivered_in_log} in the log though their delivery failed",
+         {undelivered_in_log} in the log though their delivery failed, {} written again: {:?}",
         outcomes.len(),
         delivered.len(),
         positions.len(),
+        repeats.len(),
+        &repeats[..repeats.len().min(10)],
     );
 }
 
