@@ -23,8 +23,8 @@
 //! 4. Every slot is resolved exactly once: by its report, or by
 //!    [`DeliveryTable::close`]. A slot is freed once both its report has
 //!    arrived and its future is done with it. A slot is reused only with
-//!    its whole block. So memory is bounded by the sends in flight plus
-//!    the results not yet read, times at most the 16 slots of a block; a
+//!    its whole block, so memory is bounded by the sends in flight plus
+//!    the results not yet read, times at most the 16 slots of a block. A
 //!    test that reads results in random order makes 2.6 times as many.
 //!
 //! Reading a delivered result takes no lock either: the future reads its

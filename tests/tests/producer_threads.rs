@@ -63,7 +63,7 @@ fn evicted_blocks_flush() {
             assert_eq!(producer.in_flight_count(), 0, "round {round}: in-flight count of producer {p}");
         }
         for (p, future) in futures.into_iter().flatten() {
-            let delivery = future.wait().expect("delivery");
+            let delivery = future.wait_timeout(WAIT_TIMEOUT).expect("delivery");
             assert_eq!(delivery.topic, topics[p], "round {round}: topic of a send to producer {p}");
         }
     }
@@ -141,7 +141,7 @@ fn reads_race_producer_drop() {
         // A producer made while the old futures were read reuses numbers.
         let other = self::producer(target.config());
         let late = other.send(Record::to(&topic).value("late")).unwrap();
-        assert_eq!(late.wait().unwrap().topic, topic);
+        assert_eq!(late.wait_timeout(WAIT_TIMEOUT).unwrap().topic, topic);
     }
 }
 
@@ -215,7 +215,8 @@ fn failures_and_purge() {
         drop(producer);
         assert!(started.elapsed() < Duration::from_secs(20));
         for future in keep {
-            assert!(future.wait().is_err());
+            assert!(future.is_ready(), "round {round}: a future still pending after the producer was dropped");
+            assert!(future.wait().is_err(), "round {round}: a send to an unreachable broker was delivered");
         }
     }
 }
@@ -276,7 +277,7 @@ fn flush_races_sends() {
     let sent = sent.into_inner().unwrap();
     eprintln!("{} sends, {} flush checks", sent.len(), checks.load(Ordering::Relaxed));
     for (p, future) in sent {
-        assert_eq!(future.wait().expect("delivery").topic, topics[p]);
+        assert_eq!(future.wait_timeout(WAIT_TIMEOUT).expect("delivery").topic, topics[p]);
     }
     for producer in &producers {
         assert_eq!(producer.in_flight_count(), 0);
@@ -299,11 +300,11 @@ fn thread_local_destructors() {
             let producer = self.producer.take().unwrap();
             let mut delivered = 0;
             for future in self.earlier.drain(..) {
-                delivered += usize::from(future.wait().is_ok());
+                delivered += usize::from(future.wait_timeout(WAIT_TIMEOUT).is_ok());
             }
             for _ in 0..40 {
                 match producer.send(Record::to(&self.topic).value("late")) {
-                    Ok(future) => delivered += usize::from(future.wait().is_ok()),
+                    Ok(future) => delivered += usize::from(future.wait_timeout(WAIT_TIMEOUT).is_ok()),
                     Err(error) => {
                         let _ = self.done.send(Err(error.to_string()));
                         return;

@@ -38,7 +38,7 @@ pub(super) const MAX_CLAIMS_UNCHECKED: u32 = 64;
 pub(super) const BLOCKS_PER_THREAD: usize = 4;
 
 /// A block of slots that one thread registers sends into without the
-/// table's lock, as the table sees it.
+/// table's lock: the part the table lists.
 pub(super) struct SharedBlock {
     /// The block's first slot.
     start: u32,
@@ -59,8 +59,6 @@ struct LocalBlock {
     generation: u16,
     /// Sends registered so far: `shared.used`, without the atomic load.
     used: u32,
-    /// `shared.len`.
-    len: u32,
     shared: Arc<SharedBlock>,
 }
 
@@ -130,7 +128,7 @@ impl DeliveryTable {
             return None;
         }
         let position = match blocks.iter().position(|block| block.table == self.id) {
-            Some(position) if blocks[position].used < blocks[position].len => position,
+            Some(position) if blocks[position].used < blocks[position].shared.len => position,
             found => {
                 let used_up = found.map(|position| blocks.swap_remove(position));
                 let block = self.claim_thread_block(used_up)?;
@@ -186,7 +184,6 @@ impl DeliveryTable {
             table: self.id,
             generation,
             used: 0,
-            len,
             shared,
         })
     }
@@ -298,7 +295,7 @@ impl DeliveryTable {
 
     /// Counts the sends of abandoned blocks in `unreported`, keeps the rest
     /// of their slots, still reserved, for later claims (`Table::rests`)
-    /// and forgets them.
+    /// and removes the blocks from `Table::blocks`.
     fn settle_abandoned(&self, table: &mut Table) {
         let mut settled = 0;
         let mut rests = Vec::new();
