@@ -2,7 +2,7 @@
 //! futures that read it.
 //!
 //! This is the producer's side of the paired queue, specialised for volume.
-//! A send costs one slot of 24 bytes and an 8-byte future, with no
+//! A send costs one slot of 16 bytes and an 8-byte future, with no
 //! allocation of its own unless it has owned payloads. A send without
 //! owned payloads takes its slot from a block that its thread claimed
 //! under the lock, up to 16 slots at a time, so most sends take no lock.
@@ -48,7 +48,7 @@ use crate::error::{Error, ErrorCode, KafkaError};
 use crate::message::Timestamp;
 use crate::payload::OwnedPayload;
 use crate::segments::Segments;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicI64, AtomicU64, Condvar, Mutex, Ordering};
 use crate::table_registry;
 
 mod blocks;
@@ -57,7 +57,10 @@ mod slot;
 
 use blocks::{LockedBlock, SharedBlock};
 pub use future::DeliveryFuture;
-use slot::{delivered, delivery_of, failed, Slot, SlotCell, DELIVERED, DELIVERED_KEPT, FAILED, ORPHANED, STATE_MASK, WAITING};
+use slot::{
+    delivered, delivered_large, delivery_of, failed, is_resolved, SlotCell, DELIVERED, DELIVERED_KEPT, DELIVERED_LARGE, FAILED, NO_STAMP_BASE, ORPHANED,
+    STATE_MASK, WAITING,
+};
 
 /// The place a message was stored: the result of a successful send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,8 +151,9 @@ impl<T> SideTable<T> {
         Self { values: Vec::new(), free: Vec::new() }
     }
 
-    /// Stores `value` and returns its reference: index + 1, never 0.
-    fn insert(&mut self, value: T) -> i64 {
+    /// Stores `value` and returns its reference: index + 1, never 0. Each
+    /// value belongs to a slot, so there are fewer than 2^32 - 1 of them.
+    fn insert(&mut self, value: T) -> u32 {
         let index = match self.free.pop() {
             Some(index) => {
                 self.values[index as usize] = Some(value);
@@ -160,22 +164,23 @@ impl<T> SideTable<T> {
                 self.values.len() - 1
             }
         };
-        index as i64 + 1
+        debug_assert!(index < u32::MAX as usize, "more side-table values than slots");
+        index as u32 + 1
     }
 
-    fn get(&self, reference: i64) -> Option<&T> {
-        let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+    fn get(&self, reference: u32) -> Option<&T> {
+        let index = (reference as usize).checked_sub(1)?;
         self.values.get(index)?.as_ref()
     }
 
-    fn replace(&mut self, reference: i64, value: T) -> Option<T> {
-        let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+    fn replace(&mut self, reference: u32, value: T) -> Option<T> {
+        let index = (reference as usize).checked_sub(1)?;
         self.values.get_mut(index)?.replace(value)
     }
 
     /// Takes the value out; 0 is no value.
-    fn take(&mut self, reference: i64) -> Option<T> {
-        let index = usize::try_from(reference).ok()?.checked_sub(1)?;
+    fn take(&mut self, reference: u32) -> Option<T> {
+        let index = (reference as usize).checked_sub(1)?;
         let value = self.values.get_mut(index)?.take()?;
         self.free.push(index as u32);
         Some(value)
@@ -202,6 +207,8 @@ struct Table {
     next_generation: u16,
     wakers: SideTable<Waker>,
     payloads: SideTable<Box<Payloads>>,
+    /// Results of delivered sends too large for their slot.
+    large: SideTable<Outcome>,
     /// Sends without a report, less those registered in `blocks`: the
     /// reports of those are subtracted here before their sends are added,
     /// so this may be negative. See [`DeliveryTable::unreported_locked`].
@@ -213,7 +220,7 @@ struct Table {
     /// under the lock.
     locked_block: Option<LockedBlock>,
     /// The unused rest of blocks that their threads gave up (first slot,
-    /// length): reserved slots that the next claims hand out first.
+    /// length): unused slots that the next claims hand out first.
     rests: Vec<(u32, u32)>,
     closed: bool,
     /// Once closed: the slots that a future (or a sender about to make
@@ -271,6 +278,10 @@ pub(crate) struct DeliveryTable {
     progress: AtomicU64,
     /// Notified when reports are applied or the table closes.
     changed: Condvar,
+    /// The first timestamp of a delivered send, from which delivered slots
+    /// count theirs, or [`NO_STAMP_BASE`]. Written once, under the lock,
+    /// before the first slot that needs it.
+    stamp_base: AtomicI64,
     /// The key of the producer's event thread ([`crate::event::current_key`]),
     /// which applies the reports, so where a blocking wait would never
     /// end; 0 until set.
@@ -325,6 +336,7 @@ impl DeliveryTable {
                 next_generation: 0,
                 wakers: SideTable::new(),
                 payloads: SideTable::new(),
+                large: SideTable::new(),
                 unreported: 0,
                 blocks: Vec::new(),
                 locked_block: None,
@@ -335,6 +347,7 @@ impl DeliveryTable {
             }),
             progress: AtomicU64::new(0),
             changed: Condvar::new(),
+            stamp_base: AtomicI64::new(NO_STAMP_BASE),
             event_thread: AtomicU64::new(0),
         });
         table_registry::publish(number, Arc::as_ptr(&table));
@@ -377,8 +390,8 @@ impl DeliveryTable {
         let (index, payloads, waker) = match self.owned(&table, id) {
             Some((index, WAITING)) if self.awaiting(&table, id).is_some() => {
                 let slot = self.cell(index).load();
-                let payloads = table.payloads.take(slot.second);
-                let waker = table.wakers.take(slot.first);
+                let payloads = table.payloads.take(slot.payloads());
+                let waker = table.wakers.take(slot.waker());
                 table.unreported -= 1;
                 (index, payloads, waker)
             }
@@ -413,6 +426,22 @@ impl DeliveryTable {
         key != 0 && key == crate::event::current_key()
     }
 
+    /// Returns the base for delivered slots' timestamps, taking `timestamp`
+    /// as the base when there is none yet. Only under the lock.
+    #[inline]
+    fn stamp_base(&self, timestamp: Timestamp) -> i64 {
+        let base = self.stamp_base.load(Ordering::Relaxed);
+        match timestamp.milliseconds() {
+            Some(milliseconds) if base == NO_STAMP_BASE => {
+                // Stored before the slot's word, which is stored with
+                // `Release`, so a future that reads the slot reads this too.
+                self.stamp_base.store(milliseconds, Ordering::Relaxed);
+                milliseconds
+            }
+            _ => base,
+        }
+    }
+
     /// Applies the reports of one event: each `(id, outcome)` resolves its
     /// slot. Returns the wakers to wake and the payloads to drop, both to
     /// be handled after this returns, with no lock held.
@@ -437,15 +466,18 @@ impl DeliveryTable {
             let cell = self.cell(index);
             let slot = cell.load();
             if slot.state() == ORPHANED {
-                applied.payloads.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
+                applied.payloads.extend(table.payloads.take(slot.payloads()).map(|payloads| *payloads));
                 cell.free_under_lock();
             } else {
-                applied.wakers.extend(table.wakers.take(slot.first));
+                applied.wakers.extend(table.wakers.take(slot.waker()));
                 let resolved = if outcome.code == 0 {
-                    applied.payloads.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
-                    delivered(slot.word, outcome)
+                    applied.payloads.extend(table.payloads.take(slot.payloads()).map(|payloads| *payloads));
+                    match delivered(slot.word, outcome, self.stamp_base(outcome.timestamp)) {
+                        Some(resolved) => resolved,
+                        None => delivered_large(slot.word, table.large.insert(outcome)),
+                    }
                 } else {
-                    failed(slot, outcome.code)
+                    failed(slot.word, outcome.code, slot.payloads())
                 };
                 cell.store(resolved);
             }
@@ -481,13 +513,13 @@ impl DeliveryTable {
             let slot = cell.load();
             match slot.state() {
                 WAITING => {
-                    applied.wakers.extend(table.wakers.take(slot.first));
-                    applied.retained.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
-                    cell.store(failed(Slot { second: 0, ..slot }, CLOSED));
+                    applied.wakers.extend(table.wakers.take(slot.waker()));
+                    applied.retained.extend(table.payloads.take(slot.payloads()).map(|payloads| *payloads));
+                    cell.store(failed(slot.word, CLOSED, 0));
                     owned += 1;
                 }
                 ORPHANED => {
-                    applied.retained.extend(table.payloads.take(slot.second).map(|payloads| *payloads));
+                    applied.retained.extend(table.payloads.take(slot.payloads()).map(|payloads| *payloads));
                     cell.free_under_lock();
                 }
                 // The future may be taking it right now without the lock.
@@ -497,7 +529,7 @@ impl DeliveryTable {
                         owned += 1;
                     }
                 }
-                FAILED => owned += 1,
+                FAILED | DELIVERED_LARGE => owned += 1,
                 _ => {}
             }
         }
@@ -561,19 +593,21 @@ impl DeliveryTable {
         let replaced = match self.owned(&table, id) {
             Some((index, WAITING)) => {
                 let cell = self.cell(index);
-                let stored = cell.load().first;
+                let slot = cell.load();
+                let stored = slot.waker();
                 match table.wakers.get(stored) {
                     Some(current) if current.will_wake(waker) => None,
                     Some(_) => table.wakers.replace(stored, waker.clone()),
                     None => {
                         // The report is applied under the lock, so the
                         // slot stays waiting while this writes the waker.
-                        cell.first.store(table.wakers.insert(waker.clone()), Ordering::Relaxed);
+                        let slot = slot.with_waker(table.wakers.insert(waker.clone()));
+                        cell.large.store(slot.large, Ordering::Relaxed);
                         None
                     }
                 }
             }
-            Some((index, DELIVERED | DELIVERED_KEPT | FAILED)) => {
+            Some((index, state)) if is_resolved(state) => {
                 let (result, last) = self.take_ready(&mut table, index);
                 return (Poll::Ready(result), last);
             }
@@ -594,7 +628,7 @@ impl DeliveryTable {
         let mut deadline = None;
         loop {
             match self.owned(&table, id) {
-                Some((index, DELIVERED | DELIVERED_KEPT | FAILED)) => {
+                Some((index, state)) if is_resolved(state) => {
                     let (result, last) = self.take_ready(&mut table, index);
                     return (Some(result), last);
                 }
@@ -610,7 +644,7 @@ impl DeliveryTable {
                 Some(deadline) => {
                     if self.changed.wait_until(&mut table, deadline).timed_out() {
                         return match self.owned(&table, id) {
-                            Some((index, DELIVERED | DELIVERED_KEPT | FAILED)) => {
+                            Some((index, state)) if is_resolved(state) => {
                                 let (result, last) = self.take_ready(&mut table, index);
                                 (Some(result), last)
                             }
@@ -631,7 +665,7 @@ impl DeliveryTable {
         let cell = self.cell(index);
         let slot = cell.load();
         let result = if slot.state() == FAILED {
-            let code = slot.first as i32;
+            let code = slot.code();
             let error = if code == CLOSED {
                 Error::Closed { operation: "delivery" }
             } else {
@@ -640,10 +674,20 @@ impl DeliveryTable {
                     error: KafkaError::from_code(ErrorCode::from_raw(code)),
                 }
             };
-            let (key, value) = table.payloads.take(slot.second).map_or((None, None), |payloads| *payloads);
+            let (key, value) = table.payloads.take(slot.payloads()).map_or((None, None), |payloads| *payloads);
             Err(DeliveryError { error, key, value })
+        } else if slot.state() == DELIVERED_LARGE {
+            let outcome = table.large.take(slot.large_result());
+            // A large result's reference is written with its slot.
+            let outcome = outcome.expect("a large delivery result without its side-table entry");
+            Ok(Delivery {
+                topic: crate::topic_names::name(slot.topic()),
+                partition: outcome.partition,
+                offset: outcome.offset,
+                timestamp: outcome.timestamp,
+            })
         } else {
-            Ok(delivery_of(slot))
+            Ok(delivery_of(slot, self.stamp_base.load(Ordering::Relaxed)))
         };
         cell.free_under_lock();
         (result, table.disown())
@@ -657,7 +701,8 @@ impl DeliveryTable {
             Some((index, WAITING)) => {
                 let cell = self.cell(index);
                 let mut slot = cell.load();
-                let waker = table.wakers.take(std::mem::take(&mut slot.first));
+                let waker = table.wakers.take(slot.waker());
+                slot = slot.with_waker(0);
                 slot.word = (slot.word & !STATE_MASK) | ORPHANED;
                 cell.store(slot);
                 Released { waker, payloads: None, last: None }
@@ -666,8 +711,14 @@ impl DeliveryTable {
                 self.cell(index).free_under_lock();
                 Released { waker: None, payloads: None, last: table.disown() }
             }
+            Some((index, DELIVERED_LARGE)) => {
+                let reference = self.cell(index).load().large_result();
+                table.large.take(reference);
+                self.cell(index).free_under_lock();
+                Released { waker: None, payloads: None, last: table.disown() }
+            }
             Some((index, FAILED)) => {
-                let stored = self.cell(index).load().second;
+                let stored = self.cell(index).load().payloads();
                 let payloads = table.payloads.take(stored);
                 self.cell(index).free_under_lock();
                 Released { waker: None, payloads, last: table.disown() }
@@ -738,12 +789,15 @@ mod tests {
     use super::*;
     use crate::topic_names;
 
+    /// A send's time: 2025-12-05T00:00:00Z.
+    const SENT_AT: i64 = 1_764_892_800_000;
+
     fn delivered(offset: i64) -> Outcome {
         Outcome {
             code: 0,
             partition: 2,
             offset,
-            timestamp: Timestamp::CreateTime(7),
+            timestamp: Timestamp::CreateTime(SENT_AT),
         }
     }
 
@@ -763,7 +817,7 @@ mod tests {
     #[test]
     fn slot_and_future_sizes() {
         // The module documentation and BENCHMARKS.md state these sizes.
-        assert_eq!(std::mem::size_of::<Slot>(), 24);
+        assert_eq!(std::mem::size_of::<SlotCell>(), 16);
         assert_eq!(std::mem::size_of::<DeliveryFuture>(), 8);
     }
 
@@ -834,7 +888,7 @@ mod tests {
         assert_eq!(delivery.topic, "orders");
         assert_eq!(delivery.partition, 2);
         assert_eq!(delivery.offset, 5);
-        assert_eq!(delivery.timestamp, Timestamp::CreateTime(7));
+        assert_eq!(delivery.timestamp, Timestamp::CreateTime(SENT_AT));
     }
 
     #[test]
@@ -1029,6 +1083,25 @@ mod tests {
     }
 
     #[test]
+    fn held_block_not_reused() {
+        let table = DeliveryTable::new();
+        // This thread's block has two sends, both read: their slots are
+        // free, and so are the 14 it has not used yet.
+        for offset in 0..2 {
+            let id = table.register(0, None).unwrap();
+            table.apply(&[(id, delivered(offset))]).finish();
+            assert_eq!(DeliveryFuture::new(&table, id).wait().unwrap().offset, offset);
+        }
+
+        // A claim from another thread checks that block and must pass it.
+        let other = std::thread::scope(|scope| scope.spawn(|| table.register(0, None).unwrap()).join().unwrap());
+        let (index, _) = split_id(other);
+        assert!(index >= BLOCK_LEN, "another thread got slot {index}, in a block this thread holds");
+        let (next, _) = split_id(table.register(0, None).unwrap());
+        assert_eq!(next, 2, "this thread's next send");
+    }
+
+    #[test]
     fn register_from_thread_local_destructor() {
         struct SendOnDrop(Arc<DeliveryTable>, std::sync::mpsc::Sender<u64>);
         impl Drop for SendOnDrop {
@@ -1092,13 +1165,104 @@ mod tests {
         }
     }
 
+    /// Results at the edges of what a slot stores with its table's first
+    /// timestamp at [`SENT_AT`], and past them.
+    fn edge_results() -> Vec<Outcome> {
+        let span = 1 << 39;
+        let outcome = |partition, offset, timestamp| Outcome {
+            code: 0,
+            partition,
+            offset,
+            timestamp,
+        };
+        vec![
+            outcome(0, 0, Timestamp::NotAvailable),
+            outcome(65_535, (1 << 40) - 2, Timestamp::LogAppendTime(SENT_AT + span - 1)),
+            outcome(7, crate::OFFSET_INVALID, Timestamp::CreateTime(SENT_AT - span)),
+            outcome(65_536, 3, Timestamp::CreateTime(SENT_AT)),
+            outcome(-1, 3, Timestamp::CreateTime(SENT_AT)),
+            outcome(1, (1 << 40) - 1, Timestamp::CreateTime(SENT_AT)),
+            outcome(1, -1, Timestamp::CreateTime(SENT_AT)),
+            outcome(1, i64::MAX, Timestamp::CreateTime(SENT_AT)),
+            outcome(1, 3, Timestamp::CreateTime(SENT_AT - span - 1)),
+            outcome(1, 3, Timestamp::LogAppendTime(SENT_AT + span)),
+            outcome(1, 3, Timestamp::CreateTime(i64::MIN)),
+        ]
+    }
+
+    #[test]
+    fn results_fit_slot_range() {
+        let fits: Vec<bool> = edge_results().into_iter().map(|outcome| slot::delivered(0, outcome, SENT_AT).is_some()).collect();
+
+        let mut expected = vec![true; 3];
+        expected.resize(11, false);
+        assert_eq!(fits, expected, "which results fit in 16 bytes");
+    }
+
+    #[test]
+    fn large_results_read_back() {
+        let table = DeliveryTable::new();
+        let topic = topic_names::index("edges").unwrap();
+        let first = table.register(topic, None).unwrap();
+        table.apply(&[(first, delivered(0))]).finish();
+        assert_eq!(DeliveryFuture::new(&table, first).wait().unwrap().timestamp, Timestamp::CreateTime(SENT_AT));
+        let outcomes = edge_results();
+        let ids: Vec<u64> = outcomes.iter().map(|_| table.register(topic, None).unwrap()).collect();
+        let reports: Vec<(u64, Outcome)> = ids.iter().copied().zip(outcomes.iter().copied()).collect();
+
+        table.apply(&reports).finish();
+        assert_eq!(table.table.lock().large.values.len(), 8, "results kept in the side table");
+        let mut futures: Vec<DeliveryFuture> = ids.iter().map(|&id| DeliveryFuture::new(&table, id)).collect();
+        assert!(futures.iter().all(DeliveryFuture::is_ready), "a resolved send is not ready");
+        // Dropped unread, a large result leaves the side table too.
+        drop(futures.pop());
+
+        for (future, outcome) in futures.into_iter().zip(&outcomes) {
+            let delivery = future.wait().unwrap();
+            let read = (delivery.topic, delivery.partition, delivery.offset, delivery.timestamp);
+            assert_eq!(read, ("edges", outcome.partition, outcome.offset, outcome.timestamp));
+        }
+        let table = table.table.lock();
+        assert_eq!(table.large.free.len(), table.large.values.len(), "side-table entries left behind");
+    }
+
+    #[test]
+    fn result_without_timestamp() {
+        let table = DeliveryTable::new();
+        let id = table.register(0, None).unwrap();
+        let outcome = Outcome {
+            timestamp: Timestamp::NotAvailable,
+            ..delivered(9)
+        };
+
+        table.apply(&[(id, outcome)]).finish();
+        let delivery = DeliveryFuture::new(&table, id).wait().unwrap();
+        assert_eq!((delivery.offset, delivery.timestamp), (9, Timestamp::NotAvailable));
+    }
+
+    #[test]
+    fn close_counts_large_results() {
+        let table = DeliveryTable::new();
+        let ids: Vec<u64> = (0..2).map(|_| table.register(0, None).unwrap()).collect();
+        let mut large = delivered(4);
+        large.partition = 100_000;
+        table.apply(&[(ids[0], large), (ids[1], delivered(5))]).finish();
+
+        table.close().finish();
+        assert_eq!(table.table.lock().future_slots, 2, "unread results counted by the close");
+
+        let offsets: Vec<i64> = ids.iter().map(|&id| DeliveryFuture::new(&table, id).wait().unwrap().offset).collect();
+        assert_eq!(offsets, [4, 5]);
+        assert_eq!(table.table.lock().future_slots, 0);
+    }
+
     #[test]
     #[cfg(not(loom))]
     fn zeroed_slot_is_free() {
         let segments: Segments<SlotCell> = Segments::zeroed();
         let (zeroed, free) = (segments.get_or_allocate(5).load(), SlotCell::free().load());
 
-        assert_eq!((zeroed.first, zeroed.second, zeroed.partition, zeroed.word), (free.first, free.second, free.partition, free.word));
+        assert_eq!((zeroed.large, zeroed.small, zeroed.word), (free.large, free.small, free.word));
         assert_eq!(zeroed.state(), slot::FREE);
     }
 

@@ -60,13 +60,17 @@ impl<'a> Record<'a> {
 
     /// Sets the key.
     pub fn key(mut self, key: impl Into<Payload<'a>>) -> Self {
-        self.key = Some(key.into());
+        if let Some(old) = self.key.replace(key.into()) {
+            drop(old);
+        }
         self
     }
 
     /// Sets the value (the message body).
     pub fn value(mut self, value: impl Into<Payload<'a>>) -> Self {
-        self.value = Some(value.into());
+        if let Some(old) = self.value.replace(value.into()) {
+            drop(old);
+        }
         self
     }
 

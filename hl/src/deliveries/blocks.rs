@@ -218,7 +218,7 @@ impl DeliveryTable {
         Ok(self.slot_id(generation, index))
     }
 
-    /// Finds a block of reserved slots and returns its first slot, its
+    /// Claims a block of slots and returns its first slot, its
     /// length and its generation: the unused rest of an abandoned block,
     /// else a block of free slots among the next few from the cursor, else
     /// a new one. Returns `None` when every slot index is in use.
@@ -239,7 +239,7 @@ impl DeliveryTable {
         Some((start, len, generation))
     }
 
-    /// Finds a block of free slots, marks them reserved and returns the
+    /// Finds a block of free slots, marks its last one reserved and returns the
     /// first one. Checks the next few blocks from the cursor, else makes a
     /// new one. Returns `None` when every slot index is in use.
     ///
@@ -261,7 +261,7 @@ impl DeliveryTable {
             for _ in 0..checks {
                 let start = table.cursor;
                 table.cursor = if start + BLOCK_LEN >= table.len { 0 } else { start + BLOCK_LEN };
-                if (start..start + BLOCK_LEN).all(|index| self.cell(index).state() == FREE) {
+                if self.block_is_free(start) {
                     found = Some(start);
                     break;
                 }
@@ -287,14 +287,26 @@ impl DeliveryTable {
             }
         };
 
-        for index in start..start + BLOCK_LEN {
-            self.cell(index).word.store(RESERVED, Ordering::Relaxed);
-        }
+        self.cell(start + BLOCK_LEN - 1).word.store(RESERVED, Ordering::Relaxed);
         Some(start)
     }
 
+    /// Returns whether every slot of the block at `start` is free. Under
+    /// the lock.
+    ///
+    /// A claim marks only the block's last slot [`RESERVED`]. The slots of
+    /// a block and of its rests are written in order. So while the last
+    /// slot is not free, a thread still fills part of the block, or a
+    /// future owns the block's last send. That slot is read first, with
+    /// `Acquire`: once it is free, the writes to the slots before it are
+    /// seen too, and a slot before it that still reads as free is free.
+    fn block_is_free(&self, start: u32) -> bool {
+        let last = start + BLOCK_LEN - 1;
+        self.cell(last).state() == FREE && (start..last).all(|index| self.cell(index).state() == FREE)
+    }
+
     /// Counts the sends of abandoned blocks in `unreported`, keeps the rest
-    /// of their slots, still reserved, for later claims (`Table::rests`)
+    /// of their slots, unused, for later claims (`Table::rests`)
     /// and removes the blocks from `Table::blocks`.
     fn settle_abandoned(&self, table: &mut Table) {
         let mut settled = 0;

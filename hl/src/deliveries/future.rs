@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::slot::{SlotCell, DELIVERED, DELIVERED_KEPT, FAILED};
+use super::slot::{is_resolved, SlotCell};
 use super::{split_id, table_number, Delivery, DeliveryError, DeliveryTable};
 use crate::error::Error;
 use crate::sync::Arc;
@@ -74,7 +74,7 @@ impl DeliveryFuture {
     /// Takes a delivered result without the table's lock, the common case.
     #[inline]
     fn take_delivered(&mut self) -> Option<Delivery> {
-        let delivery = self.cell()?.take_delivered()?;
+        let delivery = self.cell()?.take_delivered(&self.table().stamp_base)?;
         self.id = TAKEN;
         Some(delivery)
     }
@@ -137,7 +137,7 @@ impl DeliveryFuture {
 
     /// Returns whether the result has arrived, without blocking.
     pub fn is_ready(&self) -> bool {
-        self.id != TAKEN && self.cell().is_some_and(|cell| matches!(cell.state(), DELIVERED | DELIVERED_KEPT | FAILED))
+        self.id != TAKEN && self.cell().is_some_and(|cell| is_resolved(cell.state()))
     }
 }
 

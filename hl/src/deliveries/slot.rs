@@ -5,8 +5,9 @@ use super::{Delivery, Outcome};
 use crate::message::Timestamp;
 #[cfg(not(all(test, loom)))]
 use crate::segments::Zeroable;
-use crate::sync::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use crate::topic_names;
+use crate::OFFSET_INVALID;
 
 // Slot states, in the lowest 3 bits of `Slot::word`.
 pub(super) const FREE: u32 = 0;
@@ -21,8 +22,13 @@ pub(super) const FAILED: u32 = 4;
 /// Delivered and not read when the producer closed. Its future reads it
 /// under the lock, to count the futures that keep the table alive.
 pub(super) const DELIVERED_KEPT: u32 = 5;
-/// In a thread's block, not used yet.
+/// The last slot of a claimed block, not used yet (see
+/// `DeliveryTable::block_is_free`).
 pub(super) const RESERVED: u32 = 6;
+/// Delivered, with a result that does not fit in the slot (see
+/// [`delivered`]). The result waits in the table's side table, and the
+/// future reads it under the lock.
+pub(super) const DELIVERED_LARGE: u32 = 7;
 pub(super) const STATE_MASK: u32 = 0b111;
 
 // Timestamp kinds, in bits 3 and 4 of `Slot::word`.
@@ -36,23 +42,48 @@ pub(super) const STAMP_LOG_APPEND: u32 = 2;
 pub(super) const TOPIC_SHIFT: u32 = 5;
 const _: () = assert!(topic_names::MAX_TOPICS == 1 << (32 - TOPIC_SHIFT));
 
-/// One send, in 24 bytes, because a million of them may wait to be read.
+/// Returns whether a slot in `state` contains its send's result.
+pub(super) fn is_resolved(state: u32) -> bool {
+    matches!(state, DELIVERED | DELIVERED_KEPT | DELIVERED_LARGE | FAILED)
+}
+
+/// Timestamps in a delivered slot are milliseconds from the table's first
+/// timestamp (`DeliveryTable::stamp_base`), within 2^39 either way (17
+/// years), stored + 2^39 in 40 bits.
+const STAMP_BITS: u32 = 40;
+const STAMP_BIAS: i64 = 1 << (STAMP_BITS - 1);
+/// `DeliveryTable::stamp_base` before the first timestamp.
+pub(super) const NO_STAMP_BASE: i64 = i64::MIN;
+/// Offsets in a delivered slot are stored + 1, in 40 bits, with 0 for
+/// [`OFFSET_INVALID`].
+const OFFSET_BITS: u32 = 40;
+/// Partitions in a delivered slot take 16 bits.
+const PARTITION_BITS: u32 = 16;
+const _: () = assert!(PARTITION_BITS + OFFSET_BITS + STAMP_BITS == 96);
+
+/// The mask of a slot's `large` bits that hold a side-table reference:
+/// the waker's, or for a `FAILED` slot nothing. The payloads' reference
+/// takes the upper 32 bits.
+const WAKER_MASK: u64 = 0xffff_ffff;
+
+/// One send, in 16 bytes, because a million of them may wait to be read.
 /// What its fields hold depends on the state:
 ///
-/// | state | `first` | `second` | `partition` |
-/// |---|---|---|---|
-/// | `FREE`, `RESERVED` | | | |
-/// | `WAITING`, `ORPHANED` | waker + 1, or 0 | payloads + 1, or 0 | generation |
-/// | `DELIVERED`, `DELIVERED_KEPT` | offset | timestamp | partition |
-/// | `FAILED` | error code | payloads + 1, or 0 | |
+/// | state | `small` | `large` |
+/// |---|---|---|
+/// | `FREE`, `RESERVED` | | |
+/// | `WAITING`, `ORPHANED` | generation | waker reference, payloads reference above bit 32 |
+/// | `DELIVERED`, `DELIVERED_KEPT` | the result's upper bits | the result's lower bits (see [`delivered`]) |
+/// | `DELIVERED_LARGE` | | the result's reference |
+/// | `FAILED` | error code | payloads reference above bit 32 |
 ///
-/// Wakers and owned payloads live in side tables, since most sends have
-/// neither. The table stores slots as [`SlotCell`]s; this is a copy.
+/// References point into the table's side tables, and 0 means none. Wakers,
+/// owned payloads and large results live there, since most sends have
+/// none. The table stores slots as [`SlotCell`]s; this is a copy.
 #[derive(Clone, Copy)]
 pub(super) struct Slot {
-    pub(super) first: i64,
-    pub(super) second: i64,
-    pub(super) partition: i32,
+    pub(super) large: u64,
+    pub(super) small: u32,
     /// State, timestamp kind and topic index.
     pub(super) word: u32,
 }
@@ -68,7 +99,35 @@ impl Slot {
 
     /// Returns whether the slot awaits the report of the send with `generation`.
     pub(super) fn awaits(&self, generation: u32) -> bool {
-        matches!(self.state(), WAITING | ORPHANED) && self.partition as u32 == generation
+        matches!(self.state(), WAITING | ORPHANED) && self.small == generation
+    }
+
+    /// Returns the waker's reference of a `WAITING` slot.
+    pub(super) fn waker(&self) -> u32 {
+        (self.large & WAKER_MASK) as u32
+    }
+
+    /// Returns a copy of a `WAITING` slot with the waker's reference `waker`.
+    pub(super) fn with_waker(self, waker: u32) -> Self {
+        Self {
+            large: (self.large & !WAKER_MASK) | u64::from(waker),
+            ..self
+        }
+    }
+
+    /// Returns the payloads' reference of a `WAITING`, `ORPHANED` or `FAILED` slot.
+    pub(super) fn payloads(&self) -> u32 {
+        (self.large >> 32) as u32
+    }
+
+    /// Returns the error code of a `FAILED` slot.
+    pub(super) fn code(&self) -> i32 {
+        self.small as i32
+    }
+
+    /// Returns the result's reference of a `DELIVERED_LARGE` slot.
+    pub(super) fn large_result(&self) -> u32 {
+        self.large as u32
     }
 }
 
@@ -82,9 +141,8 @@ impl Slot {
 /// `FREE`, with a compare-exchange: the close turns `DELIVERED` into
 /// `DELIVERED_KEPT` the same way, so exactly one of them takes the slot.
 pub(super) struct SlotCell {
-    pub(super) first: AtomicI64,
-    pub(super) second: AtomicI64,
-    pub(super) partition: AtomicI32,
+    pub(super) large: AtomicU64,
+    pub(super) small: AtomicU32,
     pub(super) word: AtomicU32,
 }
 
@@ -99,9 +157,8 @@ impl SlotCell {
     #[cfg(test)]
     pub(super) fn free() -> Self {
         Self {
-            first: AtomicI64::new(0),
-            second: AtomicI64::new(0),
-            partition: AtomicI32::new(0),
+            large: AtomicU64::new(0),
+            small: AtomicU32::new(0),
             word: AtomicU32::new(FREE),
         }
     }
@@ -115,19 +172,18 @@ impl SlotCell {
     pub(super) fn load(&self) -> Slot {
         let word = self.word.load(Ordering::Acquire);
         Slot {
-            first: self.first.load(Ordering::Relaxed),
-            second: self.second.load(Ordering::Relaxed),
-            partition: self.partition.load(Ordering::Relaxed),
+            large: self.large.load(Ordering::Relaxed),
+            small: self.small.load(Ordering::Relaxed),
             word,
         }
     }
 
-    /// Writes the slot, the word last. Only under the table's lock.
+    /// Writes the slot, the word last. Only under the table's lock, or by
+    /// the thread whose block holds the slot before its send is made.
     #[inline]
     pub(super) fn store(&self, slot: Slot) {
-        self.first.store(slot.first, Ordering::Relaxed);
-        self.second.store(slot.second, Ordering::Relaxed);
-        self.partition.store(slot.partition, Ordering::Relaxed);
+        self.large.store(slot.large, Ordering::Relaxed);
+        self.small.store(slot.small, Ordering::Relaxed);
         self.word.store(slot.word, Ordering::Release);
     }
 
@@ -143,21 +199,25 @@ impl SlotCell {
     /// Freeing is the last access: once it is done, `register` may reuse
     /// the slot, and a closed table that counted no other future may be
     /// freed.
+    ///
+    /// `stamp_base` is the table's, which the report stored before it
+    /// stored the slot.
     #[inline]
-    pub(super) fn take_delivered(&self) -> Option<Delivery> {
+    pub(super) fn take_delivered(&self, stamp_base: &AtomicI64) -> Option<Delivery> {
         let word = self.word.load(Ordering::Acquire);
         if word & STATE_MASK != DELIVERED {
             return None;
         }
         let slot = Slot {
-            first: self.first.load(Ordering::Relaxed),
-            second: self.second.load(Ordering::Relaxed),
-            partition: self.partition.load(Ordering::Relaxed),
+            large: self.large.load(Ordering::Relaxed),
+            small: self.small.load(Ordering::Relaxed),
             word,
         };
-        // `Release`: the reads above happen before a later send reuses the slot.
+        let stamp_base = stamp_base.load(Ordering::Relaxed);
+        // `Release`: the reads above happen before a later send reuses the
+        // slot, or the close frees the table.
         self.word.compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed).ok()?;
-        Some(delivery_of(slot))
+        Some(delivery_of(slot, stamp_base))
     }
 
     /// Frees a delivered slot whose future is dropped unread, as
@@ -169,54 +229,88 @@ impl SlotCell {
 }
 
 /// Builds the slot of a new send, awaiting its report.
-pub(super) fn waiting(topic: u32, generation: u16, payloads: i64) -> Slot {
+pub(super) fn waiting(topic: u32, generation: u16, payloads: u32) -> Slot {
     Slot {
-        first: 0,
-        second: payloads,
-        partition: i32::from(generation),
+        large: u64::from(payloads) << 32,
+        small: u32::from(generation),
         word: WAITING | (topic << TOPIC_SHIFT),
     }
 }
 
-/// Builds the resolved slot of a delivered send.
-pub(super) fn delivered(word: u32, outcome: Outcome) -> Slot {
+/// Builds the resolved slot of a delivered send, out of the word of its
+/// waiting slot and the table's `stamp_base`. Returns `None` when the
+/// result does not fit: a partition above 65,535, an offset from 2^40 - 1
+/// on (or negative but for [`OFFSET_INVALID`]), or a timestamp more than
+/// 2^39 milliseconds from `stamp_base`. Such results go to a side table
+/// ([`delivered_large`]).
+///
+/// The result takes 96 bits: the partition in the lowest 16, then the
+/// offset + 1, then the timestamp (see [`STAMP_BITS`]).
+#[inline]
+pub(super) fn delivered(word: u32, outcome: Outcome, stamp_base: i64) -> Option<Slot> {
+    let stamp_of = |milliseconds: i64| {
+        let stamp = milliseconds.checked_sub(stamp_base)?.checked_add(STAMP_BIAS)?;
+        (0..1 << STAMP_BITS).contains(&stamp).then_some(stamp)
+    };
     let (kind, stamp) = match outcome.timestamp {
         Timestamp::NotAvailable => (STAMP_NONE, 0),
-        Timestamp::CreateTime(stamp) => (STAMP_CREATE, stamp),
-        Timestamp::LogAppendTime(stamp) => (STAMP_LOG_APPEND, stamp),
+        Timestamp::CreateTime(milliseconds) => (STAMP_CREATE, stamp_of(milliseconds)?),
+        Timestamp::LogAppendTime(milliseconds) => (STAMP_LOG_APPEND, stamp_of(milliseconds)?),
     };
+    let offset = match outcome.offset {
+        OFFSET_INVALID => 0,
+        offset if (0..(1 << OFFSET_BITS) - 1).contains(&offset) => offset + 1,
+        _ => return None,
+    };
+    let partition = u16::try_from(outcome.partition).ok()?;
+
+    let packed = u128::from(partition) | (offset as u128) << PARTITION_BITS | (stamp as u128) << (PARTITION_BITS + OFFSET_BITS);
     let topic = word >> TOPIC_SHIFT;
-    Slot {
-        first: outcome.offset,
-        second: stamp,
-        partition: outcome.partition,
+    Some(Slot {
+        large: packed as u64,
+        small: (packed >> 64) as u32,
         word: DELIVERED | (kind << STAMP_SHIFT) | (topic << TOPIC_SHIFT),
-    }
+    })
 }
 
-/// Builds the resolved slot of a failed send, keeping its payloads reference.
-pub(super) fn failed(slot: Slot, code: i32) -> Slot {
+/// Builds the resolved slot of a delivered send whose result is in the
+/// side table, at `reference`.
+pub(super) fn delivered_large(word: u32, reference: u32) -> Slot {
     Slot {
-        first: i64::from(code),
-        second: slot.second,
-        partition: -1,
-        word: FAILED | (slot.topic() << TOPIC_SHIFT),
+        large: u64::from(reference),
+        small: 0,
+        word: DELIVERED_LARGE | (word & !STATE_MASK),
     }
 }
 
-/// Reads the delivery out of a `DELIVERED` or `DELIVERED_KEPT` slot.
+/// Builds the resolved slot of a failed send, out of the word of its
+/// waiting slot.
+pub(super) fn failed(word: u32, code: i32, payloads: u32) -> Slot {
+    Slot {
+        large: u64::from(payloads) << 32,
+        small: code as u32,
+        word: FAILED | (word >> TOPIC_SHIFT << TOPIC_SHIFT),
+    }
+}
+
+/// Reads the delivery out of a `DELIVERED` or `DELIVERED_KEPT` slot, with
+/// the table's `stamp_base`.
 #[inline]
-pub(super) fn delivery_of(slot: Slot) -> Delivery {
-    let stamp = slot.second;
+pub(super) fn delivery_of(slot: Slot, stamp_base: i64) -> Delivery {
+    let packed = u128::from(slot.large) | u128::from(slot.small) << 64;
+    let partition = (packed & ((1 << PARTITION_BITS) - 1)) as i32;
+    let offset = ((packed >> PARTITION_BITS) & ((1 << OFFSET_BITS) - 1)) as i64;
+    // Only a slot with a timestamp has a base to count from.
+    let stamp = || (packed >> (PARTITION_BITS + OFFSET_BITS)) as i64 - STAMP_BIAS + stamp_base;
     let timestamp = match (slot.word >> STAMP_SHIFT) & 0b11 {
-        STAMP_CREATE => Timestamp::CreateTime(stamp),
-        STAMP_LOG_APPEND => Timestamp::LogAppendTime(stamp),
+        STAMP_CREATE => Timestamp::CreateTime(stamp()),
+        STAMP_LOG_APPEND => Timestamp::LogAppendTime(stamp()),
         _ => Timestamp::NotAvailable,
     };
     Delivery {
         topic: topic_names::name(slot.topic()),
-        partition: slot.partition,
-        offset: slot.first,
+        partition,
+        offset: if offset == 0 { OFFSET_INVALID } else { offset - 1 },
         timestamp,
     }
 }
