@@ -78,6 +78,7 @@ thread_local! {
 }
 
 /// Returns the key of the event thread the caller runs on, or 0.
+#[inline]
 pub(crate) fn current_key() -> u64 {
     CURRENT_KEY.with(Cell::get)
 }
@@ -168,6 +169,7 @@ impl EventThread {
 
     /// Returns whether the caller runs on this event thread, as a waker or
     /// error handler does.
+    #[inline]
     pub(crate) fn is_current(&self) -> bool {
         current_key() == self.key
     }

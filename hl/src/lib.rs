@@ -104,6 +104,7 @@ mod deliveries;
 mod error;
 mod event;
 mod future;
+mod membarrier;
 mod message;
 mod mock;
 #[cfg(all(test, loom))]

@@ -62,6 +62,23 @@ struct LocalBlock {
     shared: Arc<SharedBlock>,
 }
 
+impl LocalBlock {
+    /// Turns this used-up block into the thread's next one, `shared`, in
+    /// the same allocation, which saves an allocation and a free per
+    /// claim. Hands both back while the table still lists this block.
+    fn renew(mut self, shared: SharedBlock, generation: u16) -> Result<Self, (Self, SharedBlock)> {
+        match Arc::get_mut(&mut self.shared) {
+            Some(place) => {
+                *place = shared;
+                self.generation = generation;
+                self.used = 0;
+                Ok(self)
+            }
+            None => Err((self, shared)),
+        }
+    }
+}
+
 impl Drop for LocalBlock {
     fn drop(&mut self) {
         // The thread ends, or gives the block up: the table counts its
@@ -168,24 +185,32 @@ impl DeliveryTable {
             return None;
         }
         let (start, len, generation) = self.claim_block(&mut table)?;
-        let shared = Arc::new(SharedBlock {
+        let shared = SharedBlock {
             start,
             len,
             used: AtomicU32::new(0),
             abandoned: AtomicBool::new(false),
-        });
-        table.blocks.push(Arc::clone(&shared));
+        };
+        let new_block = |shared| LocalBlock {
+            table: self.id,
+            generation,
+            used: 0,
+            shared: Arc::new(shared),
+        };
+        let (block, unused) = match used_up {
+            Some(used_up) => match used_up.renew(shared, generation) {
+                Ok(block) => (block, None),
+                Err((used_up, shared)) => (new_block(shared), Some(used_up)),
+            },
+            None => (new_block(shared), None),
+        };
+        table.blocks.push(Arc::clone(&block.shared));
         drop(table);
 
         // Dropped with no lock held: its drop only marks it abandoned,
         // which no longer matters once the table counted it.
-        drop(used_up);
-        Some(LocalBlock {
-            table: self.id,
-            generation,
-            used: 0,
-            shared,
-        })
+        drop(unused);
+        Some(block)
     }
 
     /// Registers a send under the lock, in the table's own block.

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::slot::{is_resolved, SlotCell};
-use super::{split_id, table_number, Delivery, DeliveryError, DeliveryTable};
+use super::{close_race, split_id, table_number, Delivery, DeliveryError, DeliveryTable};
 use crate::error::Error;
 use crate::sync::Arc;
 use crate::table_registry;
@@ -74,9 +74,33 @@ impl DeliveryFuture {
     /// Takes a delivered result without the table's lock, the common case.
     #[inline]
     fn take_delivered(&mut self) -> Option<Delivery> {
-        let delivery = self.cell()?.take_delivered(&self.table().stamp_base)?;
+        let table = self.table();
+        let delivery = if table.unfenced_reads {
+            let (delivery, raced_close) = self.cell()?.take_delivered_unfenced(&table.stamp_base)?;
+            // From here on the table may be freed, unless a close counted
+            // this slot.
+            if raced_close {
+                self.settle_close_race();
+            }
+            delivery
+        } else {
+            self.cell()?.take_delivered(&table.stamp_base)?
+        };
         self.id = TAKEN;
         Some(delivery)
+    }
+
+    /// Gives back the count of a close that counted this future's slot
+    /// after the future took its result (see `close_race`).
+    #[cold]
+    pub(super) fn settle_close_race(&self) {
+        let (index, _) = split_id(self.id);
+        if close_race::settle(close_race::key(table_number(self.id), index)) {
+            // The close counted the slot, so the table lives on until this
+            // returns the count.
+            let last = self.table().disown_kept();
+            drop(last);
+        }
     }
 
     /// Returns whether waiting would block the producer's event thread: the

@@ -1,7 +1,9 @@
 //! A send's slot in the delivery table: its states and the atomics that
 //! let a future take a delivered result without the table's lock.
 
-use super::{Delivery, Outcome};
+use std::sync::atomic::compiler_fence;
+
+use super::{close_race, Delivery, Outcome};
 use crate::message::Timestamp;
 #[cfg(not(all(test, loom)))]
 use crate::segments::Zeroable;
@@ -140,6 +142,8 @@ impl Slot {
 /// future's lock-free read changes nothing but the word, `DELIVERED` to
 /// `FREE`, with a compare-exchange: the close turns `DELIVERED` into
 /// `DELIVERED_KEPT` the same way, so exactly one of them takes the slot.
+/// Where the close runs a barrier on every thread, the read uses a plain
+/// store, and [`close_race`] settles a read that the close counted too.
 pub(super) struct SlotCell {
     pub(super) large: AtomicU64,
     pub(super) small: AtomicU32,
@@ -199,11 +203,41 @@ impl SlotCell {
     /// Freeing is the last access: once it is done, `register` may reuse
     /// the slot, and a closed table that counted no other future may be
     /// freed.
-    ///
-    /// `stamp_base` is the table's, which the report stored before it
-    /// stored the slot.
     #[inline]
     pub(super) fn take_delivered(&self, stamp_base: &AtomicI64) -> Option<Delivery> {
+        let (slot, stamp_base) = self.load_delivered(stamp_base)?;
+        // `Release`: the reads above happen before a later send reuses the
+        // slot, or the close frees the table.
+        self.word.compare_exchange(slot.word, FREE, Ordering::Release, Ordering::Relaxed).ok()?;
+        Some(delivery_of(slot, stamp_base))
+    }
+
+    /// Takes the result of a delivered slot and frees it with a plain
+    /// store, as [`SlotCell::take_delivered`] does with its
+    /// compare-exchange, for tables whose close runs a barrier on every
+    /// thread (see [`close_race`]). Returns the delivery and whether a
+    /// close may have counted the slot meanwhile: then the caller calls
+    /// [`close_race::settle`].
+    #[inline]
+    pub(super) fn take_delivered_unfenced(&self, stamp_base: &AtomicI64) -> Option<(Delivery, bool)> {
+        let before = close_race::epoch();
+        let (slot, stamp_base) = self.load_delivered(stamp_base)?;
+
+        // `Release`: the reads above happen before a later send reuses the
+        // slot, or the close frees the table.
+        self.word.store(FREE, Ordering::Release);
+        // The compiler keeps the epoch's load after the store. A close's
+        // barrier on this thread keeps the processor from reordering them.
+        compiler_fence(Ordering::SeqCst);
+        let after = close_race::epoch();
+        Some((delivery_of(slot, stamp_base), before % 2 == 1 || before != after))
+    }
+
+    /// Reads a `DELIVERED` slot, for its future, with the table's
+    /// `stamp_base`, which the report stored before it stored the slot.
+    /// Returns `None` in any other state.
+    #[inline]
+    fn load_delivered(&self, stamp_base: &AtomicI64) -> Option<(Slot, i64)> {
         let word = self.word.load(Ordering::Acquire);
         if word & STATE_MASK != DELIVERED {
             return None;
@@ -213,11 +247,7 @@ impl SlotCell {
             small: self.small.load(Ordering::Relaxed),
             word,
         };
-        let stamp_base = stamp_base.load(Ordering::Relaxed);
-        // `Release`: the reads above happen before a later send reuses the
-        // slot, or the close frees the table.
-        self.word.compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed).ok()?;
-        Some(delivery_of(slot, stamp_base))
+        Some((slot, stamp_base.load(Ordering::Relaxed)))
     }
 
     /// Frees a delivered slot whose future is dropped unread, as

@@ -1,0 +1,138 @@
+//! Reads of delivered results that race the producer's close, without a
+//! read-modify-write per read.
+//!
+//! A future frees its delivered slot with a plain store, and the close
+//! counts the delivered slots that no future took yet ([`DELIVERED`] to
+//! [`DELIVERED_KEPT`], with a compare-exchange). A read and the close can
+//! both take the same slot: the read loads `DELIVERED`, the close turns it
+//! into `DELIVERED_KEPT`, and the read's store overwrites that. The table
+//! would then wait for a future that is done already.
+//!
+//! So a close that finds delivered slots lists each slot it counts, in a
+//! process-wide set, between two steps of an epoch (odd while a close
+//! scans its slots). Before it scans, it runs a memory barrier on every
+//! thread ([`membarrier`]). A read loads the epoch before it loads the slot
+//! and again after its store. When the first load is odd or the two
+//! differ, the read may have raced a close, so it looks its slot up in
+//! the set ([`settle`]). If the close listed it, the read gives the
+//! table's count back.
+//!
+//! Why a read that the close counted always looks: the close did not see
+//! the read's store when it scanned, so that store was not done before the
+//! barrier ran on the reading thread, and the epoch load after it reads
+//! the new epoch. If the first load saw it too, it is odd. A read whose first
+//! load sees the epoch of a finished close loads a slot that close already
+//! turned into `DELIVERED_KEPT`, and takes the locked path. A close that
+//! finds no delivered slot skips all this: no read can race it.
+//!
+//! A read touches the table only up to its store: a close that did not
+//! count its slot may free the table right after it. The epoch and the
+//! set are static for that reason, and a slot is listed by its table's
+//! number, which is not reused while the table lives.
+//!
+//! Without `membarrier` ([`membarrier::available`]) reads keep the
+//! compare-exchange ([`SlotCell::take_delivered`]) and none of this runs.
+//! Miri and the `loom` models check that path.
+//!
+//! Locks, in the order they nest: [`SERIAL`], then a table's lock, then
+//! [`KEPT`].
+//!
+//! [`DELIVERED`]: super::slot::DELIVERED
+//! [`DELIVERED_KEPT`]: super::slot::DELIVERED_KEPT
+//! [`SlotCell::take_delivered`]: super::slot::SlotCell::take_delivered
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::membarrier;
+
+/// Counts the closes' steps: odd while a close scans its slots.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Held by a close that lists slots, from its barrier until its slots are
+/// listed, and by [`settle`], which waits for it.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The slots that closes counted and whose futures are not done with them
+/// yet, by [`key`].
+static KEPT: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+/// Returns whether futures read without a read-modify-write, which needs
+/// a memory barrier on every thread at a close that finds delivered slots.
+pub(super) fn enabled() -> bool {
+    membarrier::available()
+}
+
+/// Returns the key of slot `index` in the table with `number`.
+pub(super) fn key(number: u16, index: u32) -> u64 {
+    (u64::from(number) << 32) | u64::from(index)
+}
+
+/// Returns the epoch, for a read: odd while a close scans.
+#[inline]
+pub(super) fn epoch() -> u64 {
+    // `Acquire`: a read that loads the epoch of a finished close also
+    // loads the slots that close kept.
+    EPOCH.load(Ordering::Acquire)
+}
+
+/// A close that lists the slots it counts. Dropping it lists them and
+/// ends its step of the epoch.
+pub(super) struct Close {
+    _serial: MutexGuard<'static, ()>,
+    kept: Vec<u64>,
+}
+
+impl Close {
+    /// Starts a close: waits for other closes, makes the epoch odd and
+    /// runs the barrier on every thread. Call it with no table's lock held.
+    ///
+    /// A failed barrier cannot harm memory: a read that then misses its
+    /// check leaves the table waiting for it, so the table is never freed.
+    pub(super) fn begin() -> Self {
+        let serial = SERIAL.lock();
+        EPOCH.fetch_add(1, Ordering::SeqCst);
+        if !membarrier::fence_all_threads() {
+            log::warn!("membarrier failed: a closed producer's delivery table may never be freed");
+        }
+        Self {
+            _serial: serial,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Lists slot `key`, which the close counts, when the close ends.
+    pub(super) fn keep(&mut self, key: u64) {
+        self.kept.push(key);
+    }
+}
+
+impl Drop for Close {
+    fn drop(&mut self) {
+        KEPT.lock().extend(self.kept.drain(..));
+        // After the slots are listed, and before `SERIAL` is released.
+        EPOCH.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Settles a read whose epoch loads differed or were odd: returns whether
+/// a close counted its slot, and takes the slot off the list. Waits for a
+/// close that is still scanning. Call it with no table's lock held.
+pub(super) fn settle(key: u64) -> bool {
+    let _serial = SERIAL.lock();
+    KEPT.lock().remove(&key)
+}
+
+/// Takes slot `key` off the list, once its future read it, or dropped it
+/// unread, under the table's lock.
+pub(super) fn forget(key: u64) {
+    KEPT.lock().remove(&key);
+}
+
+/// Returns whether slot `key` is on the list.
+#[cfg(test)]
+pub(super) fn is_kept(key: u64) -> bool {
+    KEPT.lock().contains(&key)
+}
