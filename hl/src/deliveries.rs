@@ -466,12 +466,16 @@ impl DeliveryTable {
         let mut table = self.table.lock();
 
         for &(id, outcome) in reports {
-            let Some(index) = self.awaiting(&table, id) else {
+            let (index, generation) = split_id(id);
+            let Some(cell) = (index < table.len).then(|| self.cell(index)) else {
                 applied.unknown += 1;
                 continue;
             };
-            let cell = self.cell(index);
             let slot = cell.load();
+            if !slot.awaits(generation) {
+                applied.unknown += 1;
+                continue;
+            }
             if slot.state() == ORPHANED {
                 applied.payloads.extend(table.payloads.take(slot.payloads()).map(|payloads| *payloads));
                 cell.free_under_lock();

@@ -190,12 +190,13 @@ impl<'a> Record<'a> {
 }
 
 fn take_owned(payload: &mut Option<Payload<'_>>) -> Option<OwnedPayload> {
+    // Checked first, so that a borrowed payload is not moved out and back.
+    if !matches!(payload, Some(Payload::Owned(_))) {
+        return None;
+    }
     match payload.take() {
         Some(Payload::Owned(owned)) => Some(owned),
-        borrowed => {
-            *payload = borrowed;
-            None
-        }
+        _ => None,
     }
 }
 
