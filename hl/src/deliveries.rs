@@ -439,7 +439,8 @@ impl DeliveryTable {
     fn stamp_base(&self, timestamp: Timestamp) -> i64 {
         let base = self.stamp_base.load(Ordering::Relaxed);
         match timestamp.milliseconds() {
-            Some(milliseconds) if base == NO_STAMP_BASE => {
+            // A timestamp equal to the mark of no base cannot be the base.
+            Some(milliseconds) if base == NO_STAMP_BASE && milliseconds != NO_STAMP_BASE => {
                 // Stored before the slot's word, which is stored with
                 // `Release`, so a future that reads the slot reads this too.
                 self.stamp_base.store(milliseconds, Ordering::Relaxed);
@@ -552,7 +553,7 @@ impl DeliveryTable {
                     if cell.word.compare_exchange(slot.word, kept, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                         owned += 1;
                         if let Some(close) = &mut close {
-                            close.keep(close_race::key(self.number, index));
+                            close.keep((self.id, index));
                         }
                     }
                 }
@@ -686,18 +687,34 @@ impl DeliveryTable {
         }
     }
 
-    /// Records that a future is done with a slot that the close counted,
-    /// after the future took its result without the lock (see
-    /// `close_race`).
-    fn disown_kept(&self) -> LastReference {
-        self.table.lock().disown()
+    /// Settles a read of slot `index` that may have raced a close of the
+    /// table with `number` and `table_id` (see `close_race`): when the
+    /// close counted that read, gives the count back. The table may be
+    /// freed already, so it is reached only through a listed slot.
+    fn settle_raced_read(number: u16, table_id: u64, index: u32) {
+        let _serial = close_race::serial();
+        let key = (table_id, index);
+        let Some(table) = close_race::table_if_kept(key, || table_registry::get(number)) else {
+            return;
+        };
+
+        let mut locked = table.table.lock();
+        // `DELIVERED_KEPT`: the close counted a later send in this slot,
+        // whose future has not read it and gives the count back itself.
+        let counted = table.cell(index).state() != DELIVERED_KEPT && close_race::forget(key);
+        let last = if counted { locked.disown() } else { None };
+        drop(locked);
+
+        // Either may free the table, which nothing borrows any more.
+        drop(last);
+        drop(table);
     }
 
     /// Takes a slot that the close counted off `close_race`'s list, once
     /// its future is done with it. Under the lock.
     fn forget_kept(&self, index: u32) {
         if self.unfenced_reads {
-            close_race::forget(close_race::key(self.number, index));
+            close_race::forget((self.id, index));
         }
     }
 
@@ -1409,7 +1426,7 @@ mod tests {
         table.apply(&[(id, delivered(5))]).finish();
         let weak = Arc::downgrade(&table);
         let (index, _) = split_id(id);
-        let key = close_race::key(table.number, index);
+        let key = (table.id, index);
 
         table.close().finish();
         assert_eq!(table.table.lock().future_slots, 1, "the close counted the unread result");
@@ -1419,7 +1436,7 @@ mod tests {
         // settles.
         table.cell(index).word.store(slot::FREE, Ordering::Release);
         let future = DeliveryFuture::new(&table, id);
-        future.settle_close_race();
+        future.settle_close_race(table.id);
         std::mem::forget(future);
 
         assert!(!close_race::is_kept(key), "the slot is still listed");
@@ -1428,12 +1445,108 @@ mod tests {
         assert!(weak.upgrade().is_none(), "the table outlived its close and its only future");
     }
 
+    /// Reads slot `id` as `take_delivered_unfenced` does, up to its store:
+    /// where a reading thread may be held up. Returns the epoch's first
+    /// load.
+    fn read_up_to_store(table: &DeliveryTable, id: u64) -> u64 {
+        let before = close_race::epoch();
+        let cell = table.cell(split_id(id).0);
+        assert_eq!(cell.state(), slot::DELIVERED, "the slot to read is not delivered");
+        cell.word.store(slot::FREE, Ordering::Release);
+        before
+    }
+
+    /// Ends such a read once its thread runs again, for a future of the
+    /// table with `table_id`, which may be gone: the second epoch load, and
+    /// the settle when the loads differ or the first was odd.
+    fn finish_read(any_table: &Arc<DeliveryTable>, table_id: u64, id: u64, before: u64) {
+        let after = close_race::epoch();
+        if before % 2 == 1 || before != after {
+            let (index, _) = split_id(id);
+            DeliveryTable::settle_raced_read(any_table.number, table_id, index);
+        }
+    }
+
+    #[test]
+    fn held_up_read_leaves_reused_slot_count() {
+        let table = DeliveryTable::new();
+        if !table.unfenced_reads {
+            return;
+        }
+        // A block of sends, all delivered, all read but the first, whose
+        // read is held up after its store.
+        let ids: Vec<u64> = (0..BLOCK_LEN).map(|_| table.register(0, None).unwrap()).collect();
+        let reports: Vec<(u64, Outcome)> = ids.iter().zip(0..).map(|(&id, offset)| (id, delivered(offset))).collect();
+        table.apply(&reports).finish();
+        for &id in &ids[1..] {
+            DeliveryFuture::new(&table, id).wait().unwrap();
+        }
+        let before = read_up_to_store(&table, ids[0]);
+
+        // The block is free, so the next send takes the first slot again,
+        // and the close counts that send's unread result.
+        let later = table.register(0, None).unwrap();
+        assert_eq!(split_id(later).0, split_id(ids[0]).0, "the first slot was not reused");
+        table.apply(&[(later, delivered(99))]).finish();
+        table.close().finish();
+        assert_eq!(table.table.lock().future_slots, 1);
+
+        finish_read(&table, table.id, ids[0], before);
+        assert_eq!(table.table.lock().future_slots, 1, "a held-up read gave back the count of a later send");
+        assert_eq!(DeliveryFuture::new(&table, later).wait().unwrap().offset, 99);
+        assert_eq!(table.table.lock().future_slots, 0);
+    }
+
+    #[test]
+    fn held_up_read_ignores_next_table() {
+        let first = DeliveryTable::new();
+        if !first.unfenced_reads {
+            return;
+        }
+        let id = first.register(0, None).unwrap();
+        first.apply(&[(id, delivered(1))]).finish();
+        let before = read_up_to_store(&first, id);
+        // The producer closes and drops the table, which the read no longer
+        // keeps alive.
+        let first_id = first.id;
+        first.close().finish();
+        let weak = Arc::downgrade(&first);
+        drop(first);
+        assert!(weak.upgrade().is_none(), "the table outlived its close");
+
+        // A new table, which may get the same number, closes with an unread
+        // result in the same slot.
+        let second = DeliveryTable::new();
+        let other = second.register(0, None).unwrap();
+        assert_eq!(split_id(other).0, split_id(id).0);
+        second.apply(&[(other, delivered(2))]).finish();
+        second.close().finish();
+
+        finish_read(&second, first_id, id, before);
+        assert_eq!(second.table.lock().future_slots, 1, "a read of a freed table gave back another table's count");
+    }
+
+    #[test]
+    fn min_timestamp_is_not_base() {
+        let table = DeliveryTable::new();
+        let ids: Vec<u64> = (0..2).map(|_| table.register(0, None).unwrap()).collect();
+        let earliest = Outcome {
+            timestamp: Timestamp::CreateTime(i64::MIN),
+            ..delivered(1)
+        };
+        table.apply(&[(ids[0], earliest)]).finish();
+        table.apply(&[(ids[1], delivered(2))]).finish();
+
+        let read: Vec<Timestamp> = ids.iter().map(|&id| DeliveryFuture::new(&table, id).wait().unwrap().timestamp).collect();
+        assert_eq!(read, [Timestamp::CreateTime(i64::MIN), Timestamp::CreateTime(SENT_AT)]);
+    }
+
     #[test]
     fn locked_read_unlists_slot() {
         let table = DeliveryTable::new();
         let ids: Vec<u64> = (0..2).map(|_| table.register(0, None).unwrap()).collect();
         table.apply(&[(ids[0], delivered(1)), (ids[1], delivered(2))]).finish();
-        let keys: Vec<u64> = ids.iter().map(|&id| close_race::key(table.number, split_id(id).0)).collect();
+        let keys: Vec<close_race::Key> = ids.iter().map(|&id| (table.id, split_id(id).0)).collect();
 
         table.close().finish();
         assert_eq!(DeliveryFuture::new(&table, ids[0]).wait().unwrap().offset, 1);

@@ -14,11 +14,11 @@
 //! thread ([`membarrier`]). A read loads the epoch before it loads the slot
 //! and again after its store. When the first load is odd or the two
 //! differ, the read may have raced a close, so it looks its slot up in
-//! the set ([`settle`]). If the close listed it, the read gives the
-//! table's count back.
+//! the set (`DeliveryTable::settle_raced_read`). If the close listed it,
+//! the read gives the table's count back.
 //!
 //! Why a read that the close counted always looks: the close did not see
-//! the read's store when it scanned, so that store was not done before the
+//! the read's store when it scanned. So that store was not done before the
 //! barrier ran on the reading thread, and the epoch load after it reads
 //! the new epoch. If the first load saw it too, it is odd. A read whose first
 //! load sees the epoch of a finished close loads a slot that close already
@@ -28,14 +28,22 @@
 //! A read touches the table only up to its store: a close that did not
 //! count its slot may free the table right after it. The epoch and the
 //! set are static for that reason, and a slot is listed by its table's
-//! number, which is not reused while the table lives.
+//! [`id`](super::DeliveryTable::id), which no other table ever has, and its
+//! index. A read that is held up after its store may look its slot up
+//! only after a later send took that slot and a close listed it. So the
+//! look-up keeps the listed table alive with a strong reference of its
+//! own ([`table_if_kept`]), and under the table's lock gives the count
+//! back only if the slot is not `DELIVERED_KEPT`: that state means that
+//! the later send's future has not read its result, and will give the
+//! count back itself.
 //!
 //! Without `membarrier` ([`membarrier::available`]) reads keep the
 //! compare-exchange ([`SlotCell::take_delivered`]) and none of this runs.
 //! Miri and the `loom` models check that path.
 //!
 //! Locks, in the order they nest: [`SERIAL`], then a table's lock, then
-//! [`KEPT`].
+//! [`KEPT`]. A read that settles waits for a close that is still scanning,
+//! barrier included.
 //!
 //! [`DELIVERED`]: super::slot::DELIVERED
 //! [`DELIVERED_KEPT`]: super::slot::DELIVERED_KEPT
@@ -43,31 +51,33 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
+use super::DeliveryTable;
 use crate::membarrier;
+
+/// A slot as the closes list it: its table's id and its index.
+pub(super) type Key = (u64, u32);
 
 /// Counts the closes' steps: odd while a close scans its slots.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// Held by a close that lists slots, from its barrier until its slots are
-/// listed, and by [`settle`], which waits for it.
+/// listed, and by a read that settles, which waits for it ([`serial`]).
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The slots that closes counted and whose futures are not done with them
-/// yet, by [`key`].
-static KEPT: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+/// yet. The table of a listed slot is alive: the future the close counted
+/// takes the slot off the list, under this lock, before it gives the
+/// count back.
+static KEPT: Mutex<BTreeSet<Key>> = Mutex::new(BTreeSet::new());
 
 /// Returns whether futures read without a read-modify-write, which needs
 /// a memory barrier on every thread at a close that finds delivered slots.
 pub(super) fn enabled() -> bool {
     membarrier::available()
-}
-
-/// Returns the key of slot `index` in the table with `number`.
-pub(super) fn key(number: u16, index: u32) -> u64 {
-    (u64::from(number) << 32) | u64::from(index)
 }
 
 /// Returns the epoch, for a read: odd while a close scans.
@@ -82,7 +92,7 @@ pub(super) fn epoch() -> u64 {
 /// ends its step of the epoch.
 pub(super) struct Close {
     _serial: MutexGuard<'static, ()>,
-    kept: Vec<u64>,
+    kept: Vec<Key>,
 }
 
 impl Close {
@@ -104,7 +114,7 @@ impl Close {
     }
 
     /// Lists slot `key`, which the close counts, when the close ends.
-    pub(super) fn keep(&mut self, key: u64) {
+    pub(super) fn keep(&mut self, key: Key) {
         self.kept.push(key);
     }
 }
@@ -117,22 +127,39 @@ impl Drop for Close {
     }
 }
 
-/// Settles a read whose epoch loads differed or were odd: returns whether
-/// a close counted its slot, and takes the slot off the list. Waits for a
-/// close that is still scanning. Call it with no table's lock held.
-pub(super) fn settle(key: u64) -> bool {
-    let _serial = SERIAL.lock();
-    KEPT.lock().remove(&key)
+/// Waits for a close that is still scanning, and keeps others from
+/// starting: for a read that settles. Call it with no table's lock held.
+pub(super) fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock()
 }
 
-/// Takes slot `key` off the list, once its future read it, or dropped it
-/// unread, under the table's lock.
-pub(super) fn forget(key: u64) {
-    KEPT.lock().remove(&key);
+/// Returns the table of slot `key`, with a strong reference of its own,
+/// if a close listed the slot. `table` returns the table's pointer from
+/// the registry, which it is while the table lives.
+pub(super) fn table_if_kept(key: Key, table: impl FnOnce() -> *const DeliveryTable) -> Option<Arc<DeliveryTable>> {
+    let kept = KEPT.lock();
+    if !kept.contains(&key) {
+        return None;
+    }
+    let table = table();
+    // SAFETY: the slot is listed and this lock is held, so the table is
+    // alive (see `KEPT`), and the registry's pointer is that of the
+    // table's `Arc` (`Arc::as_ptr`), which takes one more reference.
+    unsafe {
+        Arc::increment_strong_count(table);
+        Some(Arc::from_raw(table))
+    }
+}
+
+/// Takes slot `key` off the list: once its future read it or dropped it
+/// unread, or a read that settled gave its count back. Returns whether it
+/// was listed. Called under the table's lock.
+pub(super) fn forget(key: Key) -> bool {
+    KEPT.lock().remove(&key)
 }
 
 /// Returns whether slot `key` is on the list.
 #[cfg(test)]
-pub(super) fn is_kept(key: u64) -> bool {
+pub(super) fn is_kept(key: Key) -> bool {
     KEPT.lock().contains(&key)
 }

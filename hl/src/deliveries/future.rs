@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::slot::{is_resolved, SlotCell};
-use super::{close_race, split_id, table_number, Delivery, DeliveryError, DeliveryTable};
+use super::{split_id, table_number, Delivery, DeliveryError, DeliveryTable};
 use crate::error::Error;
 use crate::sync::Arc;
 use crate::table_registry;
@@ -76,11 +76,12 @@ impl DeliveryFuture {
     fn take_delivered(&mut self) -> Option<Delivery> {
         let table = self.table();
         let delivery = if table.unfenced_reads {
+            let table_id = table.id;
             let (delivery, raced_close) = self.cell()?.take_delivered_unfenced(&table.stamp_base)?;
             // From here on the table may be freed, unless a close counted
             // this slot.
             if raced_close {
-                self.settle_close_race();
+                self.settle_close_race(table_id);
             }
             delivery
         } else {
@@ -90,17 +91,14 @@ impl DeliveryFuture {
         Some(delivery)
     }
 
-    /// Gives back the count of a close that counted this future's slot
-    /// after the future took its result (see `close_race`).
+    /// Gives back the count of a close of the table with `table_id` that
+    /// counted this future's slot after the future took its result (see
+    /// `close_race`). It does not touch the table unless a close listed
+    /// the slot.
     #[cold]
-    pub(super) fn settle_close_race(&self) {
+    pub(super) fn settle_close_race(&self, table_id: u64) {
         let (index, _) = split_id(self.id);
-        if close_race::settle(close_race::key(table_number(self.id), index)) {
-            // The close counted the slot, so the table lives on until this
-            // returns the count.
-            let last = self.table().disown_kept();
-            drop(last);
-        }
+        DeliveryTable::settle_raced_read(table_number(self.id), table_id, index);
     }
 
     /// Returns whether waiting would block the producer's event thread: the

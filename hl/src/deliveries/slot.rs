@@ -54,7 +54,8 @@ pub(super) fn is_resolved(state: u32) -> bool {
 /// years), stored + 2^39 in 40 bits.
 const STAMP_BITS: u32 = 40;
 const STAMP_BIAS: i64 = 1 << (STAMP_BITS - 1);
-/// `DeliveryTable::stamp_base` before the first timestamp.
+/// `DeliveryTable::stamp_base` before the first timestamp. A first
+/// timestamp of `i64::MIN` leaves it so.
 pub(super) const NO_STAMP_BASE: i64 = i64::MIN;
 /// Offsets in a delivered slot are stored + 1, in 40 bits, with 0 for
 /// [`OFFSET_INVALID`].
@@ -142,7 +143,7 @@ impl Slot {
 /// future's lock-free read changes nothing but the word, `DELIVERED` to
 /// `FREE`, with a compare-exchange: the close turns `DELIVERED` into
 /// `DELIVERED_KEPT` the same way, so exactly one of them takes the slot.
-/// Where the close runs a barrier on every thread, the read uses a plain
+/// With a close that runs a barrier on every thread, the read uses a plain
 /// store, and [`close_race`] settles a read that the close counted too.
 pub(super) struct SlotCell {
     pub(super) large: AtomicU64,
@@ -217,7 +218,7 @@ impl SlotCell {
     /// compare-exchange, for tables whose close runs a barrier on every
     /// thread (see [`close_race`]). Returns the delivery and whether a
     /// close may have counted the slot meanwhile: then the caller calls
-    /// [`close_race::settle`].
+    /// `DeliveryTable::settle_raced_read`.
     #[inline]
     pub(super) fn take_delivered_unfenced(&self, stamp_base: &AtomicI64) -> Option<(Delivery, bool)> {
         let before = close_race::epoch();
@@ -270,8 +271,9 @@ pub(super) fn waiting(topic: u32, generation: u16, payloads: u32) -> Slot {
 /// Builds the resolved slot of a delivered send, out of the word of its
 /// waiting slot and the table's `stamp_base`. Returns `None` when the
 /// result does not fit: a partition above 65,535, an offset from 2^40 - 1
-/// on (or negative but for [`OFFSET_INVALID`]), or a timestamp more than
-/// 2^39 milliseconds from `stamp_base`. Such results go to a side table
+/// on (or negative but for [`OFFSET_INVALID`]), a timestamp outside
+/// `stamp_base - 2^39` to `stamp_base + 2^39 - 1` milliseconds, or any
+/// timestamp before the table has a base. Such results go to a side table
 /// ([`delivered_large`]).
 ///
 /// The result takes 96 bits: the partition in the lowest 16, then the
@@ -279,6 +281,9 @@ pub(super) fn waiting(topic: u32, generation: u16, payloads: u32) -> Slot {
 #[inline]
 pub(super) fn delivered(word: u32, outcome: Outcome, stamp_base: i64) -> Option<Slot> {
     let stamp_of = |milliseconds: i64| {
+        if stamp_base == NO_STAMP_BASE {
+            return None;
+        }
         let stamp = milliseconds.checked_sub(stamp_base)?.checked_add(STAMP_BIAS)?;
         (0..1 << STAMP_BITS).contains(&stamp).then_some(stamp)
     };
