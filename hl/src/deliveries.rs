@@ -561,6 +561,7 @@ impl DeliveryTable {
                 _ => {}
             }
         }
+        let fence_failed = close.as_ref().is_some_and(|close| !close.fenced());
         drop(close);
         table.unreported = 0;
         table.blocks.clear();
@@ -572,6 +573,9 @@ impl DeliveryTable {
         // this does not free it.
         drop(last);
         self.changed.notify_all();
+        if fence_failed {
+            log::warn!("membarrier failed when a producer closed: its delivery table may never be freed");
+        }
         applied
     }
 
@@ -688,9 +692,12 @@ impl DeliveryTable {
     }
 
     /// Settles a read of slot `index` that may have raced a close of the
-    /// table with `number` and `table_id` (see `close_race`): when the
-    /// close counted that read, gives the count back. The table may be
-    /// freed already, so it is reached only through a listed slot.
+    /// table with `number` and `table_id` (see `close_race`). When the
+    /// close listed the slot, gives its count back, unless the slot is
+    /// `DELIVERED_KEPT`, whose future gives it back itself. That count may
+    /// be another read's of the same slot, which then finds the slot off
+    /// the list. The table may be freed already, so it is reached only
+    /// through a listed slot.
     fn settle_raced_read(number: u16, table_id: u64, index: u32) {
         let _serial = close_race::serial();
         let key = (table_id, index);

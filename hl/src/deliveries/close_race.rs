@@ -69,9 +69,9 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The slots that closes counted and whose futures are not done with them
-/// yet. The table of a listed slot is alive: the future the close counted
-/// takes the slot off the list, under this lock, before it gives the
-/// count back.
+/// yet. The table of a listed slot is alive: each slot listed carries one
+/// count, and whoever gives it back (the counted future, or a read that
+/// settles) first takes the slot off the list, under this lock.
 static KEPT: Mutex<BTreeSet<Key>> = Mutex::new(BTreeSet::new());
 
 /// Returns whether futures read without a read-modify-write, which needs
@@ -93,24 +93,31 @@ pub(super) fn epoch() -> u64 {
 pub(super) struct Close {
     _serial: MutexGuard<'static, ()>,
     kept: Vec<Key>,
+    fenced: bool,
 }
 
 impl Close {
     /// Starts a close: waits for other closes, makes the epoch odd and
     /// runs the barrier on every thread. Call it with no table's lock held.
     ///
-    /// A failed barrier cannot harm memory: a read that then misses its
-    /// check leaves the table waiting for it, so the table is never freed.
+    /// A failed barrier ([`Close::fenced`]) cannot harm memory: a counted
+    /// read that then misses its check does not give its count back, so
+    /// the table may never be freed.
     pub(super) fn begin() -> Self {
         let serial = SERIAL.lock();
         EPOCH.fetch_add(1, Ordering::SeqCst);
-        if !membarrier::fence_all_threads() {
-            log::warn!("membarrier failed: a closed producer's delivery table may never be freed");
-        }
+        let fenced = membarrier::fence_all_threads();
         Self {
             _serial: serial,
             kept: Vec::new(),
+            fenced,
         }
+    }
+
+    /// Returns whether the barrier ran. The caller logs a failure once no
+    /// lock is held, since a logger is user code.
+    pub(super) fn fenced(&self) -> bool {
+        self.fenced
     }
 
     /// Lists slot `key`, which the close counts, when the close ends.
