@@ -20,9 +20,9 @@
 //! Why a read that the close counted always looks: the close did not see
 //! the read's store when it scanned. So that store was not done before the
 //! barrier ran on the reading thread, and the epoch load after it reads
-//! the new epoch. If the first load saw it too, it is odd. A read whose first
-//! load sees the epoch of a finished close loads a slot that close already
-//! turned into `DELIVERED_KEPT`, and takes the locked path. A close that
+//! the new epoch. If the first load read it too, it is odd. A read whose
+//! first load reads the epoch of a finished close loads a slot that close
+//! already turned into `DELIVERED_KEPT`, and takes the locked path. A close that
 //! finds no delivered slot skips all this: no read can race it.
 //!
 //! A read touches the table only up to its store: a close that did not
@@ -70,8 +70,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The slots that closes counted and whose futures are not done with them
 /// yet. The table of a listed slot is alive: each slot listed carries one
-/// count, and whoever gives it back (the counted future, or a read that
-/// settles) first takes the slot off the list, under this lock.
+/// count, and the future or settling read that gives it back first takes
+/// the slot off the list, under this lock.
 static KEPT: Mutex<BTreeSet<Key>> = Mutex::new(BTreeSet::new());
 
 /// Returns whether futures read without a read-modify-write, which needs
