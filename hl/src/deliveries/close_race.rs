@@ -32,8 +32,8 @@
 //! index. A read that is held up after its store may look its slot up
 //! only after a later send took that slot and a close listed it. So the
 //! look-up keeps the listed table alive with a strong reference of its
-//! own ([`table_if_kept`]), and under the table's lock gives the count
-//! back only if the slot is not `DELIVERED_KEPT`: that state means that
+//! own ([`table_if_kept`]). Under the table's lock, it gives the count
+//! back only if the slot is not `DELIVERED_KEPT`. That state means that
 //! the later send's future has not read its result, and will give the
 //! count back itself.
 //!
@@ -41,8 +41,12 @@
 //! compare-exchange ([`SlotCell::take_delivered`]) and none of this runs.
 //! Miri and the `loom` models check that path.
 //!
+//! NOTE: neither Miri nor `loom` can run `membarrier`, so the protocol
+//! above is checked only by unit tests that stop a read at its store,
+//! stress tests and review.
+//!
 //! Locks, in the order they nest: [`SERIAL`], then a table's lock, then
-//! [`KEPT`]. A read that settles waits for a close that is still scanning,
+//! [`KEPT_SLOTS`]. A read that settles waits for a close that is still scanning,
 //! barrier included.
 //!
 //! [`DELIVERED`]: super::slot::DELIVERED
@@ -72,7 +76,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// yet. The table of a listed slot is alive: each slot listed carries one
 /// count, and the future or settling read that gives it back first takes
 /// the slot off the list, under this lock.
-static KEPT: Mutex<BTreeSet<Key>> = Mutex::new(BTreeSet::new());
+static KEPT_SLOTS: Mutex<BTreeSet<Key>> = Mutex::new(BTreeSet::new());
 
 /// Returns whether futures read without a read-modify-write, which needs
 /// a memory barrier on every thread at a close that finds delivered slots.
@@ -128,7 +132,7 @@ impl Close {
 
 impl Drop for Close {
     fn drop(&mut self) {
-        KEPT.lock().extend(self.kept.drain(..));
+        KEPT_SLOTS.lock().extend(self.kept.drain(..));
         // After the slots are listed, and before `SERIAL` is released.
         EPOCH.fetch_add(1, Ordering::SeqCst);
     }
@@ -144,13 +148,13 @@ pub(super) fn serial() -> MutexGuard<'static, ()> {
 /// if a close listed the slot. `table` returns the table's pointer from
 /// the registry, which it is while the table lives.
 pub(super) fn table_if_kept(key: Key, table: impl FnOnce() -> *const DeliveryTable) -> Option<Arc<DeliveryTable>> {
-    let kept = KEPT.lock();
+    let kept = KEPT_SLOTS.lock();
     if !kept.contains(&key) {
         return None;
     }
     let table = table();
     // SAFETY: the slot is listed and this lock is held, so the table is
-    // alive (see `KEPT`), and the registry's pointer is that of the
+    // alive (see `KEPT_SLOTS`), and the registry's pointer is that of the
     // table's `Arc` (`Arc::as_ptr`), which takes one more reference.
     unsafe {
         Arc::increment_strong_count(table);
@@ -162,11 +166,11 @@ pub(super) fn table_if_kept(key: Key, table: impl FnOnce() -> *const DeliveryTab
 /// unread, or a read that settled gave its count back. Returns whether it
 /// was listed. Called under the table's lock.
 pub(super) fn forget(key: Key) -> bool {
-    KEPT.lock().remove(&key)
+    KEPT_SLOTS.lock().remove(&key)
 }
 
 /// Returns whether slot `key` is on the list.
 #[cfg(test)]
 pub(super) fn is_kept(key: Key) -> bool {
-    KEPT.lock().contains(&key)
+    KEPT_SLOTS.lock().contains(&key)
 }
