@@ -60,7 +60,7 @@ mod slot;
 use blocks::{LockedBlock, SharedBlock};
 pub use future::DeliveryFuture;
 use slot::{
-    delivered, delivered_large, delivery_of, failed, is_resolved, SlotCell, DELIVERED, DELIVERED_KEPT, DELIVERED_LARGE, FAILED, NO_STAMP_BASE, ORPHANED,
+    delivered, delivered_large, delivery_of, failed, is_resolved, Slot, SlotCell, DELIVERED, DELIVERED_KEPT, DELIVERED_LARGE, FAILED, NO_STAMP_BASE, ORPHANED,
     STATE_MASK, WAITING,
 };
 
@@ -373,10 +373,16 @@ impl DeliveryTable {
         self.slots.get_or_allocate(index)
     }
 
-    /// Finds the slot that awaits the report with `id`.
-    fn awaiting(&self, table: &Table, id: u64) -> Option<u32> {
+    /// Finds the slot that awaits the report with `id`, and returns it with
+    /// a copy of its contents.
+    fn awaiting(&self, table: &Table, id: u64) -> Option<(&SlotCell, Slot)> {
         let (index, generation) = split_id(id);
-        (index < table.len && self.cell(index).load().awaits(generation)).then_some(index)
+        if index >= table.len {
+            return None;
+        }
+        let cell = self.cell(index);
+        let slot = cell.load();
+        slot.awaits(generation).then_some((cell, slot))
     }
 
     /// Finds the slot of a live future, with its state: waiting or with its
@@ -467,16 +473,10 @@ impl DeliveryTable {
         let mut table = self.table.lock();
 
         for &(id, outcome) in reports {
-            let (index, generation) = split_id(id);
-            let Some(cell) = (index < table.len).then(|| self.cell(index)) else {
+            let Some((cell, slot)) = self.awaiting(&table, id) else {
                 applied.unknown += 1;
                 continue;
             };
-            let slot = cell.load();
-            if !slot.awaits(generation) {
-                applied.unknown += 1;
-                continue;
-            }
             if slot.state() == ORPHANED {
                 applied.payloads.extend(table.payloads.take(slot.payloads()).map(|payloads| *payloads));
                 cell.free_under_lock();
@@ -574,7 +574,10 @@ impl DeliveryTable {
         drop(last);
         self.changed.notify_all();
         if fence_failed {
-            log::warn!("membarrier failed when a producer closed: its delivery table may never be freed");
+            log::warn!(
+                "membarrier failed when the delivery table {} closed: the table may stay in memory until the process exits",
+                self.id
+            );
         }
         applied
     }
@@ -699,7 +702,7 @@ impl DeliveryTable {
     /// the list. The table may be freed already, so it is reached only
     /// through a listed slot.
     fn settle_raced_read(number: u16, table_id: u64, index: u32) {
-        let _serial = close_race::serial();
+        let serial = close_race::serial();
         let key = (table_id, index);
         let Some(table) = close_race::table_if_kept(key, || table_registry::get(number)) else {
             return;
@@ -711,8 +714,9 @@ impl DeliveryTable {
         let counted = table.cell(index).state() != DELIVERED_KEPT && close_race::forget(key);
         let last = if counted { locked.disown() } else { None };
         drop(locked);
+        drop(serial);
 
-        // Either may free the table, which nothing borrows any more.
+        // Either may free the table, with no lock held.
         drop(last);
         drop(table);
     }
@@ -865,6 +869,9 @@ mod tests {
 
     /// A send's time: 2025-12-05T00:00:00Z.
     const SENT_AT: i64 = 1_764_892_800_000;
+
+    /// The bound on a wait for a result that is delivered already.
+    const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn delivered(offset: i64) -> Outcome {
         Outcome {
@@ -1409,7 +1416,7 @@ mod tests {
                     let start = Arc::clone(&start);
                     std::thread::spawn(move || {
                         start.wait();
-                        futures.into_iter().map(|future| future.wait().unwrap().offset).collect::<Vec<i64>>()
+                        futures.into_iter().map(|future| future.wait_timeout(TIMEOUT).unwrap().offset).collect::<Vec<i64>>()
                     })
                 })
                 .collect();
@@ -1423,14 +1430,20 @@ mod tests {
         }
     }
 
+    /// Registers a send and applies its delivery at `offset`. Returns its id.
+    fn send_delivered(table: &Arc<DeliveryTable>, offset: i64) -> u64 {
+        let id = table.register(0, None).unwrap();
+        table.apply(&[(id, delivered(offset))]).finish();
+        id
+    }
+
     #[test]
     fn counted_read_returns_count() {
         let table = DeliveryTable::new();
         if !table.unfenced_reads {
             return;
         }
-        let id = table.register(0, None).unwrap();
-        table.apply(&[(id, delivered(5))]).finish();
+        let id = send_delivered(&table, 5);
         let weak = Arc::downgrade(&table);
         let (index, _) = split_id(id);
         let key = (table.id, index);
@@ -1510,8 +1523,7 @@ mod tests {
         if !first.unfenced_reads {
             return;
         }
-        let id = first.register(0, None).unwrap();
-        first.apply(&[(id, delivered(1))]).finish();
+        let id = send_delivered(&first, 1);
         let before = read_up_to_store(&first, id);
         // The producer closes and drops the table, which the read no longer
         // keeps alive.

@@ -60,6 +60,9 @@ impl<'a> Record<'a> {
 
     /// Sets the key.
     pub fn key(mut self, key: impl Into<Payload<'a>>) -> Self {
+        // The old key is dropped only when there is one. Assigning would
+        // call the drop of the `None` it replaces, which kept the compiler
+        // from building records in place.
         if let Some(old) = self.key.replace(key.into()) {
             drop(old);
         }
@@ -68,6 +71,7 @@ impl<'a> Record<'a> {
 
     /// Sets the value (the message body).
     pub fn value(mut self, value: impl Into<Payload<'a>>) -> Self {
+        // As in `key`.
         if let Some(old) = self.value.replace(value.into()) {
             drop(old);
         }

@@ -65,7 +65,8 @@ struct LocalBlock {
 impl LocalBlock {
     /// Turns this used-up block into the thread's next one, `shared`, in
     /// the same allocation, which saves an allocation and a free per
-    /// claim. Hands both back while the table still lists this block.
+    /// claim. Returns both, unchanged, while the table still lists this
+    /// block.
     fn renew(mut self, shared: SharedBlock, generation: u16) -> Result<Self, (Self, SharedBlock)> {
         match Arc::get_mut(&mut self.shared) {
             Some(place) => {

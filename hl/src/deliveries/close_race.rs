@@ -96,7 +96,7 @@ pub(super) fn epoch() -> u64 {
 /// ends its step of the epoch.
 pub(super) struct Close {
     _serial: MutexGuard<'static, ()>,
-    kept: Vec<Key>,
+    counted: Vec<Key>,
     fenced: bool,
 }
 
@@ -113,7 +113,7 @@ impl Close {
         let fenced = membarrier::fence_all_threads();
         Self {
             _serial: serial,
-            kept: Vec::new(),
+            counted: Vec::new(),
             fenced,
         }
     }
@@ -126,13 +126,13 @@ impl Close {
 
     /// Lists slot `key`, which the close counts, when the close ends.
     pub(super) fn keep(&mut self, key: Key) {
-        self.kept.push(key);
+        self.counted.push(key);
     }
 }
 
 impl Drop for Close {
     fn drop(&mut self) {
-        KEPT_SLOTS.lock().extend(self.kept.drain(..));
+        KEPT_SLOTS.lock().extend(self.counted.drain(..));
         // After the slots are listed, and before `SERIAL` is released.
         EPOCH.fetch_add(1, Ordering::SeqCst);
     }
@@ -145,17 +145,17 @@ pub(super) fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// Returns the table of slot `key`, with a strong reference of its own,
-/// if a close listed the slot. `table` returns the table's pointer from
-/// the registry, which it is while the table lives.
+/// if a close listed the slot. `table` returns the registry's pointer for
+/// the table, which points to it while the table lives.
 pub(super) fn table_if_kept(key: Key, table: impl FnOnce() -> *const DeliveryTable) -> Option<Arc<DeliveryTable>> {
-    let kept = KEPT_SLOTS.lock();
-    if !kept.contains(&key) {
+    let listed = KEPT_SLOTS.lock();
+    if !listed.contains(&key) {
         return None;
     }
     let table = table();
     // SAFETY: the slot is listed and this lock is held, so the table is
-    // alive (see `KEPT_SLOTS`), and the registry's pointer is that of the
-    // table's `Arc` (`Arc::as_ptr`), which takes one more reference.
+    // alive (see `KEPT_SLOTS`). The registry's pointer is that of the
+    // table's `Arc` (`Arc::as_ptr`), so it can take one more reference.
     unsafe {
         Arc::increment_strong_count(table);
         Some(Arc::from_raw(table))

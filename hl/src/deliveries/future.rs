@@ -75,9 +75,10 @@ impl DeliveryFuture {
     #[inline]
     fn take_delivered(&mut self) -> Option<Delivery> {
         let table = self.table();
+        let cell = table.slots.get(split_id(self.id).0)?;
         let delivery = if table.unfenced_reads {
             let table_id = table.id;
-            let (delivery, raced_close) = self.cell()?.take_delivered_unfenced(&table.stamp_base)?;
+            let (delivery, raced_close) = cell.take_delivered_unfenced(&table.stamp_base)?;
             // From here on the table may be freed, unless a close counted
             // this slot.
             if raced_close {
@@ -85,7 +86,7 @@ impl DeliveryFuture {
             }
             delivery
         } else {
-            self.cell()?.take_delivered(&table.stamp_base)?
+            cell.take_delivered(&table.stamp_base)?
         };
         self.id = TAKEN;
         Some(delivery)

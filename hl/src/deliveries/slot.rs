@@ -64,9 +64,8 @@ const OFFSET_BITS: u32 = 40;
 const PARTITION_BITS: u32 = 16;
 const _: () = assert!(PARTITION_BITS + OFFSET_BITS + STAMP_BITS == 96);
 
-/// The mask of a slot's `large` bits that hold a side-table reference:
-/// the waker's, or for a `FAILED` slot nothing. The payloads' reference
-/// takes the upper 32 bits.
+/// The mask of the waker's reference in the `large` field of a `WAITING`
+/// slot. The payloads' reference takes the upper 32 bits.
 const WAKER_MASK: u64 = 0xffff_ffff;
 
 /// One send, in 16 bytes, because a million of them may wait to be read.
@@ -184,7 +183,7 @@ impl SlotCell {
     }
 
     /// Writes the slot, the word last. Only under the table's lock, or by
-    /// the thread whose block holds the slot before its send is made.
+    /// the thread whose block contains the slot, before its send is made.
     #[inline]
     pub(super) fn store(&self, slot: Slot) {
         self.large.store(slot.large, Ordering::Relaxed);
